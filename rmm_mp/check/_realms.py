@@ -9,6 +9,9 @@ tables walked, then the RECs, then every RTT, DATA and REC_AUX granule's referen
   rtt-entry       every entry's state fits where it is (DEN0137 A5.5.2): UNASSIGNED or ASSIGNED
                   at a Protected IPA, UNASSIGNED_NS or ASSIGNED_NS at an Unprotected one (TABLE
                   at either), and no ASSIGNED or ASSIGNED_NS entry in a level-0 RTT
+  rtt-encoding    every entry is one RMM writes, bit for bit (s2tt.canonical): an entry that decodes
+                  as some state but differs from that state's encoding is memory corruption or an
+                  RMM bug (decode would read, say, a descriptor of type 0b10 as ASSIGNED RAM)
   rtt-refcount    an RTT's refcount equals its live entries (TABLE and protected ASSIGNED)
   data-mapping    every protected ASSIGNED entry names DATA granules (a block: all of them),
                   each DATA granule is named by exactly one entry
@@ -140,9 +143,12 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
                 scan.report("rtt-tree", scan.pa(idx), f"entry {j} lies past the IPA space but holds {d:#x} "
                                                       f"({len(stray)} such entries); expected 0")
             break
-        kind, _ = s2tt.decode(desc, level)
+        kind, ripas = s2tt.decode(desc, level)
         if problem := _misplaced(kind, level, ipa, ctx):
             misplaced.append(problem)
+        if desc not in _PLAIN and (problem := _unwritten(desc, level, kind, ripas)):
+            scan.report("rtt-encoding", scan.pa(idx), f"entry {i} of a level-{level} RTT (IPA {ipa:#x}) holds "
+                                                      f"{desc:#x}, {problem}")
         if kind == Kind.TABLE:
             live += 1
             child = scan.idx(s2tt.output_address(desc, level))
@@ -162,6 +168,28 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
         # One report per table: an unfolded block of the wrong kind would be 512 of them.
         scan.report("rtt-entry", scan.pa(idx), misplaced[0] + (f" ({len(misplaced)} such entries)"
                                                                if len(misplaced) > 1 else ""))
+
+
+_PLAIN = frozenset({s2tt.UNASSIGNED_EMPTY, s2tt.UNASSIGNED_RAM, s2tt.UNASSIGNED_DESTROYED, s2tt.UNASSIGNED_NS})
+"""The entries most of a table holds, written as they are at every level: no need to re-encode them."""
+_RIPAS_NAMES = ("EMPTY", "RAM", "DESTROYED", "3")
+
+
+def _unwritten(desc: int, level: int, kind: Kind, ripas: int) -> str | None:
+    """Why ``desc``, which decodes as (``kind``, ``ripas``) at ``level``, is no entry RMM writes
+    (what was expected instead), or None when it is one (s2tt.canonical)."""
+    if level < s2tt.MIN_BLOCK_LEVEL and kind in (Kind.ASSIGNED, Kind.ASSIGNED_NS):
+        return None     # rtt-entry's: a level-0 RTT maps no blocks, whatever their encoding
+    expected = s2tt.canonical(desc, level)
+    if expected == desc:
+        return None
+    read = kind.name + (f" RIPAS {_RIPAS_NAMES[ripas]}" if kind in _PROTECTED_KINDS else "")
+    if expected is not None:
+        return f"an encoding RMM never writes: expected {expected:#x}, the {read} entry RMM writes"
+    if ripas > s2tt.RIPAS_DESTROYED:
+        return f"an encoding RMM never writes: RIPAS {ripas} is none (EMPTY 0, RAM 1, DESTROYED 2 expected)"
+    return (f"an encoding RMM never writes: it reads as {read} with the reserved MemAttr "
+            f"{s2tt.MEMATTR_FWB_RESERVED >> 2:#05b}, which RMI_RTT_MAP_UNPROTECTED refuses")
 
 
 def _misplaced(kind: Kind, level: int, ipa: int, ctx: s2tt.S2Ctx) -> str | None:

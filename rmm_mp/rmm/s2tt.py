@@ -205,6 +205,36 @@ def decode(desc: int, level: int) -> tuple[Kind, int]:
     return (Kind.ASSIGNED_NS, 0) if desc & NS else (Kind.ASSIGNED, RIPAS_RAM)
 
 
+def canonical(desc: int, level: int) -> int | None:
+    """The entry RMM writes for what ``decode`` reads in ``desc`` at ``level``, or None when RMM
+    writes no entry that decodes so at that level (an ASSIGNED or ASSIGNED_NS entry at level 0,
+    RIPAS 3, a reserved MemAttr in an ASSIGNED_NS entry).
+
+    Only RMM writes RTT entries, and only the encodings of the table in this module's docstring:
+    an entry that differs from its canonical form is memory corruption or an RMM bug (the
+    checker's rtt-encoding rule), even though ``decode`` gives it a meaning. Examples: a
+    descriptor of type 0b10, a block descriptor at level 3, an invalid entry with HIPAS ASSIGNED
+    and RIPAS RAM (decode: ASSIGNED RAM; the hardware does not translate through it), a HIPAS
+    field other than 0 or 1, the NS bit on an invalid ASSIGNED entry, stray attribute bits.
+    """
+    kind, ripas = decode(desc, level)
+    if kind == Kind.TABLE:
+        return table(desc & OA_MASK)
+    if kind == Kind.UNASSIGNED_NS:
+        return UNASSIGNED_NS
+    if ripas > RIPAS_DESTROYED:
+        return None
+    if kind == Kind.UNASSIGNED:
+        return unassigned(ripas)
+    if level < MIN_BLOCK_LEVEL:
+        return None
+    if kind == Kind.ASSIGNED:
+        return assigned(output_address(desc, level), level, ripas)
+    if desc & MEMATTR_MASK == MEMATTR_FWB_RESERVED:
+        return None
+    return assigned_ns(output_address(desc, level) | (desc & NS_HOST_ATTRS), level)
+
+
 def output_address(desc: int, level: int) -> int:
     """The PA an ASSIGNED, ASSIGNED_NS or TABLE entry holds (aligned to the entry's level)."""
     if (desc & DESC_TYPE_MASK) == DESC_TABLE and level < PAGE_LEVEL:

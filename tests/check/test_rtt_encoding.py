@@ -1,0 +1,186 @@
+"""The checker's rtt-encoding rule: an RTT entry RMM never writes is a violation, not read as a state.
+
+Only the RMM writes RTT entries, and only the encodings s2tt's docstring lists; s2tt.decode gives
+every 64-bit value some meaning (a descriptor of type 0b10 reads as ASSIGNED RAM, an invalid entry
+with HIPAS ASSIGNED and RIPAS RAM reads as RAM the hardware would not translate through). Each
+case writes one such entry through the machine's memory, as a bug or a stray write would, and
+expects exactly one rtt-encoding violation naming the table, the entry, the raw value and what
+RMM writes instead. The property tests check s2tt.canonical, which the rule rests on, over every
+encoding RMM writes and over arbitrary 64-bit values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rmi_helpers import F, Rmi
+from rmm_mp import Machine
+from rmm_mp.check import invariants
+from rmm_mp.rmm import s2tt
+from rmm_mp.rmm.s2tt import Kind
+
+GRANULE = 4096
+SUCCESS = 0
+IPA = 0x10000
+"""A Protected IPA (realms here have s2sz 40)."""
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with Machine.create("host", cpus=1) as m:
+        yield m
+
+
+def _idx(m: Machine, pa: int) -> int:
+    return (pa - m.dram_base) // GRANULE
+
+
+# (what to write, given the entry there and the NS granule; the expected text)
+Corrupt = Callable[[int, int], int]
+_PROTECTED: list[tuple[str, bool, Corrupt, str]] = [
+    # name, whether the entry holds DATA first, the corrupt value, the expected part of the detail
+    ("type-0b10-ram", True, lambda e, ns: (e & ~3) | 2, "the ASSIGNED RIPAS RAM entry RMM writes"),
+    ("block-at-level-3", True, lambda e, ns: (e & ~3) | 1, "the ASSIGNED RIPAS RAM entry RMM writes"),
+    ("stray-xn-on-ram", True, lambda e, ns: e | s2tt.XN, "the ASSIGNED RIPAS RAM entry RMM writes"),
+    ("invalid-assigned-ram", True, lambda e, ns: (e & s2tt.OA_MASK) | s2tt.HIPAS_ASSIGNED | s2tt.UNASSIGNED_RAM,
+     "the ASSIGNED RIPAS RAM entry RMM writes"),
+    ("ns-bit-on-assigned-empty", True,
+     lambda e, ns: s2tt.assigned(e & s2tt.OA_MASK, 3, s2tt.RIPAS_EMPTY) | s2tt.NS,
+     "the ASSIGNED RIPAS EMPTY entry RMM writes"),
+    ("hipas-2", False, lambda e, ns: 2 << s2tt.HIPAS_SHIFT, "the UNASSIGNED RIPAS EMPTY entry RMM writes"),
+    ("ripas-3", False, lambda e, ns: 3 << s2tt.RIPAS_SHIFT, "RIPAS 3 is none"),
+    ("oa-bits-on-unassigned", False, lambda e, ns: ns | s2tt.UNASSIGNED_RAM, "the UNASSIGNED RIPAS RAM entry"),
+]
+
+
+@pytest.mark.parametrize("data, corrupt, shown", [c[1:] for c in _PROTECTED], ids=[c[0] for c in _PROTECTED])
+def test_a_protected_entry_rmm_never_writes_is_a_violation(machine: Machine, data: bool, corrupt: Corrupt,
+                                                          shown: str) -> None:
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    l3 = t.rtts(realm, IPA, 3)[-1]
+    if data:
+        assert t.smc(F.RMI_RTT_INIT_RIPAS, realm.rd, IPA, IPA + GRANULE)[0] == SUCCESS
+        assert t.smc(F.RMI_DATA_CREATE_UNKNOWN, realm.rd, t.delegate(), IPA)[0] == SUCCESS
+    index = s2tt.entry_index(IPA, 3)
+    entry = s2tt.read(machine.memory, _idx(machine, l3), index)
+    assert invariants(machine).ok
+    value = corrupt(entry, t.ns_granule())
+    s2tt.write(machine.memory, _idx(machine, l3), index, value)
+    found = [(v.rule, v.pa, v.detail) for v in invariants(machine).violations]
+    assert [(rule, pa) for rule, pa, _ in found] == [("rtt-encoding", l3)], found
+    detail = found[0][2]
+    assert f"entry {index} of a level-3 RTT (IPA {IPA:#x}) holds {value:#x}" in detail, detail
+    assert shown in detail, detail
+
+
+_UNPROTECTED: list[tuple[str, int, Corrupt, str]] = [
+    ("type-0b10-ns", 3, lambda ns, _: (s2tt.assigned_ns(ns, 3) & ~3) | 2, "the ASSIGNED_NS entry RMM writes"),
+    ("ns-block-at-level-3", 3, lambda ns, _: (s2tt.assigned_ns(ns, 3) & ~3) | 1, "the ASSIGNED_NS entry RMM writes"),
+    ("ns-without-af", 3, lambda ns, _: s2tt.assigned_ns(ns, 3) & ~s2tt.AF, "the ASSIGNED_NS entry RMM writes"),
+    ("ns-reserved-memattr", 3, lambda ns, _: s2tt.assigned_ns(ns | s2tt.MEMATTR_FWB_RESERVED, 3),
+     "reserved MemAttr 0b100"),
+    ("unassigned-ns-with-ripas", 2, lambda ns, _: s2tt.UNASSIGNED_NS | s2tt.UNASSIGNED_RAM,
+     "expected 0x80000000000000, the UNASSIGNED_NS entry"),
+    ("table-with-high-bits", 0, lambda ns, table: table | (1 << 52), "the TABLE entry RMM writes"),
+]
+
+
+@pytest.mark.parametrize("level, corrupt, shown", [c[1:] for c in _UNPROTECTED], ids=[c[0] for c in _UNPROTECTED])
+def test_an_unprotected_entry_rmm_never_writes_is_a_violation(machine: Machine, level: int, corrupt: Corrupt,
+                                                             shown: str) -> None:
+    """At an Unprotected IPA of a start-level-0 realm (level 0: the root's TABLE entry to it)."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=48)
+    ipa = (1 << 47) + IPA
+    made = t.rtts(realm, ipa, max(level, 1))     # the entry at ``level`` is no TABLE (but the root's)
+    table = made[-1] if level else realm.roots[0]
+    index = s2tt.entry_index(ipa, level)
+    entry = s2tt.read(machine.memory, _idx(machine, table), index)
+    assert invariants(machine).ok
+    value = corrupt(t.ns_granule(), entry)
+    s2tt.write(machine.memory, _idx(machine, table), index, value)
+    found = [(v.rule, v.pa, v.detail) for v in invariants(machine).violations]
+    assert [(rule, pa) for rule, pa, _ in found] == [("rtt-encoding", table)], found
+    detail = found[0][2]
+    assert f"entry {index} of a level-{level} RTT (IPA {ipa & ~(s2tt.block_size(level) - 1):#x}) holds {value:#x}" \
+        in detail, detail
+    assert shown in detail, detail
+
+
+# -- s2tt.canonical, the rule's ground ----------------------------------------------------------------
+
+_PA = st.integers(0, (1 << s2tt.MAX_PA_BITS) - 1).map(lambda pa: pa & s2tt.OA_MASK)
+_RIPAS = st.sampled_from((s2tt.RIPAS_EMPTY, s2tt.RIPAS_RAM, s2tt.RIPAS_DESTROYED))
+_HOST_ATTRS = st.integers(0, s2tt.NS_HOST_ATTRS).map(lambda a: a & s2tt.NS_HOST_ATTRS).filter(
+    lambda a: a & s2tt.MEMATTR_MASK != s2tt.MEMATTR_FWB_RESERVED)
+
+
+@st.composite
+def _written(draw: st.DrawFn) -> tuple[int, int, Kind, int]:
+    """(entry, level, kind, RIPAS) of an entry some RMM command writes, as it writes it."""
+    level = draw(st.integers(0, s2tt.PAGE_LEVEL))
+    choices = ["unassigned", "unassigned_ns"] + (["table"] if level < s2tt.PAGE_LEVEL else []) \
+        + (["assigned", "assigned_ns"] if level >= s2tt.MIN_BLOCK_LEVEL else [])
+    what = draw(st.sampled_from(choices))
+    pa = draw(_PA) & ~(s2tt.block_size(level) - 1)
+    if what == "unassigned":
+        ripas = draw(_RIPAS)
+        return s2tt.unassigned(ripas), level, Kind.UNASSIGNED, ripas
+    if what == "unassigned_ns":
+        return s2tt.UNASSIGNED_NS, level, Kind.UNASSIGNED_NS, 0
+    if what == "table":
+        return s2tt.table(draw(_PA)), level, Kind.TABLE, 0
+    if what == "assigned":
+        ripas = draw(_RIPAS)
+        return s2tt.assigned(pa, level, ripas), level, Kind.ASSIGNED, ripas
+    return s2tt.assigned_ns(pa | draw(_HOST_ATTRS), level), level, Kind.ASSIGNED_NS, 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(_written())
+def test_every_encoding_rmm_writes_decodes_back_and_is_canonical(written: tuple[int, int, Kind, int]) -> None:
+    desc, level, kind, ripas = written
+    assert s2tt.decode(desc, level) == (kind, ripas)
+    assert s2tt.canonical(desc, level) == desc
+    if kind in (Kind.ASSIGNED, Kind.ASSIGNED_NS, Kind.TABLE):
+        assert s2tt.output_address(desc, level) == desc & s2tt.OA_MASK & ~(
+            (s2tt.block_size(level) if kind != Kind.TABLE else GRANULE) - 1)
+
+
+def _all_written(level: int, pa: int, attrs: int) -> set[int]:
+    """Every entry RMM writes at ``level`` with output address ``pa`` (aligned to the level's
+    block for blocks) and host attributes ``attrs``."""
+    out = {s2tt.unassigned(r) for r in range(3)} | {s2tt.UNASSIGNED_NS}
+    if level < s2tt.PAGE_LEVEL:
+        out.add(s2tt.table(pa))
+    if level >= s2tt.MIN_BLOCK_LEVEL:
+        block = pa & ~(s2tt.block_size(level) - 1)
+        out |= {s2tt.assigned(block, level, r) for r in range(3)} | {s2tt.assigned_ns(block | attrs, level)}
+    return out
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(0, (1 << 64) - 1), st.integers(0, s2tt.PAGE_LEVEL))
+def test_every_other_value_is_not_canonical(desc: int, level: int) -> None:
+    """Any 64-bit value is canonical exactly when it is an entry RMM writes at that level: the
+    checker flags every other one (rtt-encoding, or rtt-entry for a block in a level-0 RTT)."""
+    written = _all_written(level, desc & s2tt.OA_MASK, desc & s2tt.NS_HOST_ATTRS)
+    valid_attrs = desc & s2tt.MEMATTR_MASK != s2tt.MEMATTR_FWB_RESERVED
+    is_written = desc in written and (valid_attrs or not desc & s2tt.NS or not desc & 3)
+    assert (s2tt.canonical(desc, level) == desc) == is_written, hex(desc)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_written(), st.integers(0, 63))
+def test_a_written_entry_with_one_bit_flipped_is_not_canonical(written: tuple[int, int, Kind, int],
+                                                               bit: int) -> None:
+    """One flipped bit: still an entry RMM writes (another PA, RIPAS, attribute) or flagged."""
+    desc, level, _, _ = written
+    flipped = desc ^ (1 << bit)
+    others = _all_written(level, flipped & s2tt.OA_MASK, flipped & s2tt.NS_HOST_ATTRS)
+    if flipped & s2tt.MEMATTR_MASK == s2tt.MEMATTR_FWB_RESERVED and flipped & s2tt.NS and flipped & 3:
+        others = set()
+    assert (s2tt.canonical(flipped, level) == flipped) == (flipped in others), hex(flipped)
