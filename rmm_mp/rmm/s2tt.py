@@ -13,10 +13,12 @@ state in bits the architecture leaves to software, as TF-RMM rel0 does:
     ASSIGNED_NS         3 / 1,2 page 3 / block 1   (valid: host MemAttr/S2AP, AF, XN, IS, NS)
     TABLE               0..2   table 3     -             -                -       4 KiB aligned
 
-RIPAS of a valid protected entry is RAM. The start level's tables may be concatenated (up to
-16 contiguous root RTTs); every walk first locks root 0 (the caller does) and then, hand over
-hand, the root that covers the address, then each next-level table, unlocking the parent only
-once the child is locked (locking rule 5).
+RIPAS of a valid protected entry is RAM. Every other value is no entry the RMM writes (memory
+corruption or an RMM bug): ``canonical`` tells, and the invariant checker reports it.
+
+The start level's tables may be concatenated (up to 16 contiguous root RTTs); every walk first
+locks root 0 (the caller does) and then, hand over hand, the root that covers the address, then
+each next-level table, unlocking the parent only once the child is locked (locking rule 5).
 
 Entries are read and written with single-copy-atomic 64-bit accesses, because a running realm
 translates through them without taking locks, like a hardware walker.
@@ -193,7 +195,26 @@ def table(pa: int) -> int:
 
 
 def decode(desc: int, level: int) -> tuple[Kind, int]:
-    """(kind, RIPAS) of an entry; RIPAS is meaningful for UNASSIGNED and ASSIGNED only."""
+    """(kind, RIPAS) of an entry; RIPAS is meaningful for UNASSIGNED and ASSIGNED only.
+
+    It reads any 64-bit value, entries the RMM never writes included (``canonical`` tells them
+    apart; the checker's rtt-encoding rule reports each): a valid descriptor it does not take for
+    a table reads as ASSIGNED RAM, or ASSIGNED_NS with the NS bit, whatever its type and level;
+    an invalid one as ASSIGNED when bits [4:2] are 1, else as UNASSIGNED (UNASSIGNED_NS with the
+    NS bit), with whatever RIPAS bits [6:5] hold. It does not refuse them:
+    (1) refusing every one means re-encoding each entry read, about 4.5 times decode's cost on
+        valid entries (timeit, best of 45 runs over 8 valid entries: 200 ns a call, 910 ns
+        with a canonical() check);
+    (2) a lookup of bits [6:0], the NS bit and the level would cost nothing (100 ns) but refuse
+        only some (type 0b10, a block at level 0 or 3, HIPAS 2..7, RIPAS 3, an invalid ASSIGNED
+        RAM, RIPAS bits beside NS), not stray OA or attribute bits;
+    (3) both walks and the handlers give these entries a documented meaning (docs/deviations.md:
+        neither walk takes an invalid ASSIGNED RAM for RAM; RMI_RTT_READ_ENTRY and
+        RSI_IPA_STATE_GET report it as read here). A refusal, an RmmInternalError in the middle
+        of a walk, would change that in callers not written for it (realm_call.lock_realm_page
+        decodes before it releases its table lock), and the checker, which reports rather than
+        raises, would need a decode of its own.
+    """
     kind = desc & DESC_TYPE_MASK
     if kind == DESC_INVALID:
         ripas = (desc & RIPAS_MASK) >> RIPAS_SHIFT
