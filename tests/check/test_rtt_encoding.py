@@ -6,7 +6,8 @@ with HIPAS ASSIGNED and RIPAS RAM reads as RAM the hardware would not translate 
 case writes one such entry through the machine's memory, as a bug or a stray write would, and
 expects exactly one rtt-encoding violation naming the table, the entry, the raw value and what
 RMM writes instead. The property tests check s2tt.canonical, which the rule rests on, over every
-encoding RMM writes and over arbitrary 64-bit values."""
+encoding RMM writes and over arbitrary 64-bit values, and the checker itself over arbitrary values
+written into a level-2 and a level-3 entry (decode refuses none of them: see its docstring)."""
 
 from __future__ import annotations
 
@@ -162,8 +163,13 @@ def _all_written(level: int, pa: int, attrs: int) -> set[int]:
     return out
 
 
-@settings(max_examples=2000, deadline=None)
-@given(st.integers(0, (1 << 64) - 1), st.integers(0, s2tt.PAGE_LEVEL))
+_NEAR = st.builds(lambda oa, low, high: oa | low | high, _PA | st.just(0), st.integers(0, 0xFFF),
+                  st.sampled_from((0, s2tt.NS, s2tt.XN, s2tt.NS | s2tt.XN, 1 << 52, 1 << 63)))
+"""Values near the written ones: an OA (or none), any low attribute and software bits, some high bits."""
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.integers(0, (1 << 64) - 1) | _NEAR, st.integers(0, s2tt.PAGE_LEVEL))
 def test_every_other_value_is_not_canonical(desc: int, level: int) -> None:
     """Any 64-bit value is canonical exactly when it is an entry RMM writes at that level: the
     checker flags every other one (rtt-encoding, or rtt-entry for a block in a level-0 RTT)."""
@@ -184,3 +190,33 @@ def test_a_written_entry_with_one_bit_flipped_is_not_canonical(written: tuple[in
     if flipped & s2tt.MEMATTR_MASK == s2tt.MEMATTR_FWB_RESERVED and flipped & s2tt.NS and flipped & 3:
         others = set()
     assert (s2tt.canonical(flipped, level) == flipped) == (flipped in others), hex(flipped)
+
+
+def test_the_checker_flags_exactly_the_values_canonical_refuses() -> None:
+    """Any value written into a level-2 or level-3 entry: an rtt-encoding violation exactly when
+    it is no entry the RMM writes (one machine, the entry put back after each example)."""
+    with Machine.create("host", cpus=1) as m:
+        t = Rmi(m)
+        realm = t.realm(s2sz=40)
+        made = t.rtts(realm, IPA, 3)
+        l2, l3 = made[-2], made[-1]
+        # Level 2: the entry after the one naming the L3 table (UNASSIGNED, like the L3 entry).
+        places = [(l2, s2tt.entry_index(IPA, 2) + 1, 2), (l3, s2tt.entry_index(IPA, 3), 3)]
+        assert invariants(m).ok
+
+        @settings(max_examples=150, deadline=None)
+        @given(st.integers(0, (1 << 64) - 1) | _NEAR, st.sampled_from(places))
+        def check(desc: int, place: tuple[int, int, int]) -> None:
+            table, index, level = place
+            before = s2tt.read(m.memory, _idx(m, table), index)
+            s2tt.write(m.memory, _idx(m, table), index, desc)
+            try:
+                flagged = [v for v in invariants(m).violations if v.rule == "rtt-encoding"]
+            finally:
+                s2tt.write(m.memory, _idx(m, table), index, before)
+            written = s2tt.canonical(desc, level) == desc
+            assert len(flagged) == (0 if written else 1), (hex(desc), level, [str(v) for v in flagged])
+            if flagged:
+                assert flagged[0].pa == table and f"holds {desc:#x}" in flagged[0].detail
+
+        check()
