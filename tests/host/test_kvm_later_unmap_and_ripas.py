@@ -1,0 +1,214 @@
+"""Two more paths of Linux KVM's CCA host, from the later 1.0 series' rme.c (the stored copy
+"Copyright (C) 2023-2025 ARM Ltd." whose RealmParams still carry a VMID), replayed with
+test_linux_kvm_sequences' transcription (its Kvm class, extended here):
+
+- ripas_change(RIPAS_SET) as that version loops it: RMI_SUCCESS moves on to the returned top;
+  (RMI_ERROR_RTT, level) below find_map_level() creates the missing RTTs; (RMI_ERROR_RTT, level)
+  at or below it steps one page on ("FIXME: Ugly hack to skip regions which are already
+  RIPAS_RAM"); any other answer is a WARN that ends the loop, and kvm_complete_ripas_change()
+  enters the REC again with what was done. A realm that asks for RIPAS RAM over a page KVM has
+  DATA_DESTROYed (a guest_memfd hole punch: kvm_realm_unmap_range(unmap_private=true) on a
+  running realm) without RSI_CHANGE_DESTROYED meets that path: RTT_SET_RIPAS answers
+  no_progress (RMI_ERROR_RTT, 3), KVM steps on, the next RTT_SET_RIPAS names a base that is not
+  rec.ripas_addr (base_bound: RMI_ERROR_INPUT), KVM WARNs and the realm sees no progress and
+  RSI_ACCEPT (A5.4). Asked again with RSI_CHANGE_DESTROYED, the change goes through and the
+  page faults in as a fresh DATA_CREATE_UNKNOWN page;
+- realm_unmap_shared_range() as that version ends every (recursive) call: with
+  realm_fold_rtt_level() over the shared range, so unmapping a memslot's shared pages folds the
+  level-3 RTT of UNASSIGNED_NS entries into its level-2 parent and then, the level-2 RTT now
+  being all UNASSIGNED_NS, that one into the level-1 root entry; KVM frees both RTTs.
+
+Each test ends with every granule undelegated and the invariants checked (finish()).
+"""
+
+from __future__ import annotations
+
+from realm_guests import HOST_CALL_THEN_OFF, PRELUDE
+from rmm_mp import Machine
+from rmm_mp.guest.assembler import assemble
+from test_linux_kvm_sequences import (
+    DATA_CREATE_UNKNOWN, DATA_DESTROY, RAM, RMI_EMPTY, RMI_ERROR_INPUT, RMI_ERROR_RTT, RMI_RAM, RMI_SUCCESS,
+    RTT_FOLD, RTT_READ_ENTRY, RTT_SET_RIPAS, RTT_UNMAP_UNPROTECTED, G, Kvm, MiB, Realm, Vcpu, find_map_level,
+    finish, get_start_level, index, status)
+
+RSI_ACCEPT = 0
+RSI_NO_CHANGE_DESTROYED, RSI_CHANGE_DESTROYED = 0, 1
+UNASSIGNED, ASSIGNED, TABLE = 0, 1, 2
+
+
+class LaterKvm(Kvm):
+    """Kvm with the later series' ripas_change(RIPAS_SET) and realm_unmap_shared_range()."""
+
+    def __init__(self, m: Machine) -> None:
+        super().__init__(m)
+        self.warned: list[tuple[int, int]] = []      # (ipa, X0) of each RTT_SET_RIPAS KVM WARNed on
+        self.stepped: list[int] = []                 # IPAs the "ugly hack" stepped over
+
+    def ripas_change(self, realm: Realm, vcpu: Vcpu, base: int, top: int, ripas: int) -> None:
+        ipa, failed = base, False
+        for _ in range(10_000):
+            if ipa >= top:
+                break
+            x0, nxt = self.smc(RTT_SET_RIPAS, realm.rd, vcpu.rec, ipa, top)[:2]
+            if x0 == RMI_SUCCESS:
+                ipa = nxt
+                continue
+            if status(x0) == RMI_ERROR_RTT:
+                err_level, level = index(x0), find_map_level(realm.ia_bits, ipa, top)
+                if err_level >= level:
+                    self.stepped.append(ipa)
+                    ipa += G
+                    continue
+                self.create_rtt_levels(realm, ipa, err_level, level)
+                continue
+            self.warned.append((ipa, x0))            # WARN_ON(1); return -ENXIO
+            failed = True
+            break
+        else:
+            raise AssertionError("the RTT_SET_RIPAS loop does not end")
+        if ripas == RMI_EMPTY and not failed and ipa != base:
+            self.unmap_private_range(realm, base, ipa)
+            self.fold_rtt_level(realm, get_start_level(realm.ia_bits) + 1, base, ipa)
+
+    def unmap_shared_range(self, realm: Realm, level: int, start: int, end: int) -> None:
+        super().unmap_shared_range(realm, level, start, end)   # recursive calls come back here
+        shared = 1 << (realm.ia_bits - 1)
+        self.fold_rtt_level(realm, get_start_level(realm.ia_bits) + 1, start | shared, end | shared)
+
+
+def run_to(kvm: LaterKvm, realm: Realm, vcpu: Vcpu, hostcalls: int) -> str:
+    """KVM_RUN until the vCPU stops or ``hostcalls`` host calls have been handled."""
+    for _ in range(200):
+        outcome = kvm.handle_rec_exit(realm, vcpu, kvm.rec_enter(realm, vcpu))
+        if outcome != "enter" or len(kvm.hostcalls) == hostcalls:
+            return outcome
+    raise AssertionError("the vCPU never stopped")
+
+
+DESTROYED_GUEST = """
+start:
+    adr x1, hostcall
+    adr x9, victim
+    str x9, [x1, #8]                // tell the host which page to punch out
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    adr x1, victim
+    adr x2, victim_end
+    mov x3, #1                      // RIPAS RAM
+    mov x4, #0                      // RSI_NO_CHANGE_DESTROYED
+    mov x0, =RSI_IPA_STATE_SET
+    smc #0
+    mov x20, x0
+    mov x21, x1
+    mov x22, x2
+    adr x1, victim
+    adr x2, victim_end
+    mov x3, #1
+    mov x4, #1                      // RSI_CHANGE_DESTROYED
+    mov x0, =RSI_IPA_STATE_SET
+    smc #0
+    mov x23, x0
+    mov x24, x1
+    mov x25, x2
+    adr x9, victim
+    ldr x26, [x9]                   // UNASSIGNED RAM now: a stage-2 fault KVM fills
+    adr x9, victim_end
+    ldr x27, [x9, #-8]              // the page KVM kept: still the image's bytes
+    adr x1, hostcall
+    str x20, [x1, #8]
+    str x21, [x1, #16]
+    str x22, [x1, #24]
+    str x23, [x1, #32]
+    str x24, [x1, #40]
+    str x25, [x1, #48]
+    str x26, [x1, #56]
+    str x27, [x1, #64]""" + HOST_CALL_THEN_OFF + """
+    .align 4096
+victim:
+    .zero 4096
+    .zero 4088
+    .quad 0x5151515151515151
+victim_end:
+"""
+
+
+def test_ripas_ram_over_a_punched_page_without_and_with_change_destroyed(machine: Machine) -> None:
+    """KVM DATA_DESTROYs a populated page of the running realm (hole punch), making it DESTROYED.
+    RSI_IPA_STATE_SET(RAM) over it and the next page without RSI_CHANGE_DESTROYED: RTT_SET_RIPAS
+    gives (RMI_ERROR_RTT, 3), KVM's hack steps one page on, RTT_SET_RIPAS at the next page is
+    RMI_ERROR_INPUT (base_bound, B4.3.21), KVM WARNs and enters the REC again, and the realm gets
+    RSI_SUCCESS, X1 = base (no progress) and RSI_ACCEPT. With RSI_CHANGE_DESTROYED the one
+    RTT_SET_RIPAS covers both pages; the punched page then faults in through DATA_CREATE_UNKNOWN
+    and reads 0, the other still holds its image bytes."""
+    kvm = LaterKvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(40)
+    kvm.init_ipa_state(realm, RAM, RAM + 8 * MiB)
+    kvm.populate(realm, RAM, assemble(PRELUDE + DESTROYED_GUEST, base=RAM))
+    vcpu = kvm.create_rec(realm, 0, pc=RAM)
+    kvm.activate(realm)
+
+    assert run_to(kvm, realm, vcpu, hostcalls=1) == "enter"
+    victim = kvm.hostcalls[0][0]
+    assert victim in realm.data and victim + G in realm.data
+    kvm.unmap_range(realm, victim, G)                        # kvm_gmem_punch_hole -> unmap_private
+    assert (RMI_SUCCESS, victim) in [(x0, a[1]) for f, a, x0 in kvm.log if f == DATA_DESTROY]
+    assert victim not in realm.data
+    x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, victim, 3)
+    assert (x0, level, state, ripas) == (RMI_SUCCESS, 3, UNASSIGNED, 2)     # DESTROYED
+
+    assert run_to(kvm, realm, vcpu, hostcalls=2) == "enter"
+    top = victim + 2 * G
+    assert [(a[2:], x0) for f, a, x0 in kvm.log if f == RTT_SET_RIPAS] == [
+        ((victim, top), RMI_ERROR_RTT | 3 << 8),           # no_progress: DESTROYED at base
+        ((victim + G, top), RMI_ERROR_INPUT),              # base_bound: KVM's step past it
+        ((victim, top), RMI_SUCCESS)]                      # asked again with CHANGE_DESTROYED
+    assert kvm.stepped == [victim] and kvm.warned == [(victim + G, RMI_ERROR_INPUT)]
+    report = kvm.hostcalls[1][:8]
+    assert report == [0, victim, RSI_ACCEPT, 0, top, RSI_ACCEPT, 0, 0x5151515151515151], [hex(v) for v in report]
+    assert [a[2] for f, a, x0 in kvm.log if f == DATA_CREATE_UNKNOWN and x0 == 0] == [victim]
+    x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, victim, 3)
+    assert (x0, level, state, ripas) == (RMI_SUCCESS, 3, ASSIGNED, RMI_RAM)
+
+    assert run_to(kvm, realm, vcpu, hostcalls=-1) == "off"
+    kvm.destroy_vm(realm, "v12")
+    finish(kvm)
+
+
+def test_unmapping_a_shared_memslot_folds_its_rtts_up_to_the_root(machine: Machine) -> None:
+    """A shared memslot at a 1 GiB-aligned IPA with three pages mapped (RTT_MAP_UNPROTECTED at
+    level 3, KVM creating the level-2 and level-3 RTTs). Unmapping the memslot's first 2 MiB as
+    the later realm_unmap_shared_range() does: RTT_UNMAP_UNPROTECTED at level 2 meets the table
+    ((RMI_ERROR_RTT, 2) with top == the address), so KVM goes down to level 3 and unmaps the
+    three pages; the fold pass then folds the level-3 RTT (all UNASSIGNED_NS) into the level-2
+    RTT and that one, now homogeneous, into the root: the shared IPA reads UNASSIGNED at level
+    1 again and KVM has both RTTs back."""
+    kvm = LaterKvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(40)
+    kvm.init_ipa_state(realm, RAM, RAM + 8 * MiB)
+    kvm.create_rec(realm, 0, pc=RAM)
+    kvm.activate(realm)
+    gpa = 0xC000_0000
+    shared = (1 << 39) | gpa
+    pages = [kvm.pages.alloc() for _ in range(3)]
+    for i, page in enumerate(pages):
+        kvm.map_non_secure(realm, shared + i * G, page)
+    rtts_before = len(kvm.pages.out)
+    x0, level, state = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, shared, 3)[:3]
+    assert (x0, level, state) == (RMI_SUCCESS, 3, ASSIGNED)
+
+    kvm.unmap_range(realm, gpa, 2 * MiB)
+    unmaps = [(a[1:], x0) for f, a, x0 in kvm.log if f == RTT_UNMAP_UNPROTECTED]
+    assert unmaps[0] == ((shared, 2), RMI_ERROR_RTT | 2 << 8)
+    assert [u for u in unmaps if u[1] == RMI_SUCCESS] == [((shared + i * G, 3), RMI_SUCCESS) for i in range(3)]
+    folds = [(a[1:], x0) for f, a, x0 in kvm.log if f == RTT_FOLD and x0 == RMI_SUCCESS]
+    assert folds == [((shared, 3), RMI_SUCCESS), ((shared, 2), RMI_SUCCESS)]
+    assert len(kvm.pages.out) == rtts_before - 2
+    x0, level, state = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, shared, 3)[:3]
+    assert (x0, level, state) == (RMI_SUCCESS, 1, UNASSIGNED)
+
+    for page in pages:
+        kvm.pages.free(page)
+    kvm.destroy_vm(realm, "v12")
+    finish(kvm)
