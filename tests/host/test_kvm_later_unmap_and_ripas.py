@@ -27,11 +27,12 @@ from realm_guests import HOST_CALL_THEN_OFF, PRELUDE
 from rmm_mp import Machine
 from rmm_mp.guest.assembler import assemble
 from test_linux_kvm_sequences import (
-    DATA_CREATE_UNKNOWN, DATA_DESTROY, RAM, RMI_EMPTY, RMI_ERROR_INPUT, RMI_ERROR_RTT, RMI_RAM, RMI_SUCCESS,
+    DATA_CREATE_UNKNOWN, DATA_DESTROY, PSCI_AFFINITY_OFF, PSCI_COMPLETE, RAM, RMI_EMPTY, RMI_ERROR_INPUT, RMI_ERROR_RTT, RMI_RAM, RMI_SUCCESS,
     RTT_FOLD, RTT_READ_ENTRY, RTT_SET_RIPAS, RTT_UNMAP_UNPROTECTED, G, Kvm, MiB, Realm, Vcpu, find_map_level,
     finish, get_start_level, index, status)
 
 RSI_ACCEPT = 0
+PSCI_AFFINITY_ON = 0
 RSI_NO_CHANGE_DESTROYED, RSI_CHANGE_DESTROYED = 0, 1
 UNASSIGNED, ASSIGNED, TABLE = 0, 1, 2
 
@@ -210,5 +211,90 @@ def test_unmapping_a_shared_memslot_folds_its_rtts_up_to_the_root(machine: Machi
 
     for page in pages:
         kvm.pages.free(page)
+    kvm.destroy_vm(realm, "v12")
+    finish(kvm)
+
+
+MANY_VCPUS_GUEST = """
+start:
+    mov x0, =PSCI_CPU_ON
+    mov x1, #0x101                  // vCPU 17 as KVM's MPIDR (and so the DT) names it: Aff1 1, Aff0 1
+    adr x2, secondary
+    mov x3, #0x17
+    smc #0
+    mov x17, x0
+    mov x0, =PSCI_AFFINITY_INFO
+    mov x1, #0x101
+    mov x2, #0
+    smc #0
+    mov x18, x0
+    mov x0, =PSCI_CPU_ON
+    mov x1, #0x100                  // vCPU 16: Aff1 1, Aff0 0
+    adr x2, parked
+    mov x3, #0
+    smc #0
+    mov x19, x0
+    mov x0, =PSCI_AFFINITY_INFO
+    mov x1, #0x100
+    mov x2, #0
+    smc #0
+    mov x20, x0
+    mrs x21, mpidr
+    adr x1, hostcall
+    str x17, [x1, #8]
+    str x18, [x1, #16]
+    str x19, [x1, #24]
+    str x20, [x1, #32]
+    str x21, [x1, #40]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+secondary:
+    mov x19, x0
+    mrs x20, mpidr
+    adr x1, hostcall2
+    str x19, [x1, #8]
+    str x20, [x1, #16]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_CPU_OFF
+    smc #0
+    b .
+parked:
+    wfi
+    b parked
+    .align 256
+hostcall:
+    .zero 256
+hostcall2:
+    .zero 256
+"""
+
+
+def test_eighteen_vcpus_with_kvm_mpidrs_power_on_by_affinity(machine: Machine) -> None:
+    """KVM's later activation order with 18 vCPUs: a REC per vCPU (REC_CREATE's MPIDR from
+    kvm_vcpu_get_mpidr_aff(): vCPU 16 is 0x100 (Aff1 1), vCPU 17 0x101, each equal to the
+    RMM's RecIndex order), INIT_RIPAS, REALM_ACTIVATE. The realm powers on vCPU 17 and vCPU 16 by
+    those affinities; KVM resolves them to their RECs by exact match for RMI_PSCI_COMPLETE;
+    vCPU 17 starts with its context id and reads MPIDR_EL1 = RES1 bit 31 | 0x101, the value
+    KVM's own vCPU MPIDR has (reset_mpidr()), and vCPU 0 reads 0x80000000."""
+    kvm = LaterKvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(40)
+    kvm.populate(realm, RAM, assemble(PRELUDE + MANY_VCPUS_GUEST, base=RAM))
+    vcpus = [kvm.create_rec(realm, i, pc=RAM if i == 0 else 0) for i in range(18)]
+    kvm.init_ipa_state(realm, RAM, RAM + 2 * MiB, skip_populated=True)
+    kvm.activate(realm)
+    assert kvm.run_vcpu(realm, vcpus[0]) == "cpu_on"
+    assert kvm.run_vcpu(realm, vcpus[17]) == "off"
+    assert kvm.run_vcpu(realm, vcpus[0]) == "cpu_on"
+    assert kvm.run_vcpu(realm, vcpus[0]) == "off"
+    rec = {v.rec: v.vcpu_id for v in vcpus}
+    completes = [(rec[a[0]], rec[a[1]], a[2]) for a in kvm.calls(PSCI_COMPLETE)]
+    assert completes == [(0, 17, 0), (0, 17, 0), (0, 16, 0), (0, 16, 0)]
+    assert kvm.hostcalls[0][:2] == [0x17, (1 << 31) | 0x101]
+    assert kvm.hostcalls[1][:5] == [0, PSCI_AFFINITY_OFF, 0, PSCI_AFFINITY_ON, 1 << 31]
     kvm.destroy_vm(realm, "v12")
     finish(kvm)
