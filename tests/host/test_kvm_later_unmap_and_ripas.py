@@ -16,7 +16,13 @@ test_linux_kvm_sequences' transcription (its Kvm class, extended here):
 - realm_unmap_shared_range() as that version ends every (recursive) call: with
   realm_fold_rtt_level() over the shared range, so unmapping a memslot's shared pages folds the
   level-3 RTT of UNASSIGNED_NS entries into its level-2 parent and then, the level-2 RTT now
-  being all UNASSIGNED_NS, that one into the level-1 root entry; KVM frees both RTTs.
+  being all UNASSIGNED_NS, that one into the level-1 root entry; KVM frees both RTTs;
+- kvm_activate_realm() with 18 vCPUs: REC_CREATE's MPIDR from kvm_vcpu_get_mpidr_aff() puts
+  vCPUs 16 and 17 at Aff1 1, and the realm powers them on by those affinities;
+- realm_map_protected() for a 2 MiB folio inside a level-1 RIPAS RAM block (a 1 GiB memslot):
+  its pre-create of the level-3 RTT through realm_create_rtt_levels(), which takes only
+  (RMI_ERROR_RTT, level - 1) from RTT_CREATE for "exists" and WARNs on the (RMI_ERROR_RTT, 1)
+  the RMM gives there, then the DATA_CREATE_UNKNOWN loop and fold_rtt().
 
 Each test ends with every granule undelegated and the invariants checked (finish()).
 """
@@ -27,9 +33,9 @@ from realm_guests import HOST_CALL_THEN_OFF, PRELUDE
 from rmm_mp import Machine
 from rmm_mp.guest.assembler import assemble
 from test_linux_kvm_sequences import (
-    DATA_CREATE_UNKNOWN, DATA_DESTROY, PSCI_AFFINITY_OFF, PSCI_COMPLETE, RAM, RMI_EMPTY, RMI_ERROR_INPUT, RMI_ERROR_RTT, RMI_RAM, RMI_SUCCESS,
-    RTT_FOLD, RTT_READ_ENTRY, RTT_SET_RIPAS, RTT_UNMAP_UNPROTECTED, G, Kvm, MiB, Realm, Vcpu, find_map_level,
-    finish, get_start_level, index, status)
+    DATA_CREATE_UNKNOWN, DATA_DESTROY, PSCI_AFFINITY_OFF, PSCI_COMPLETE, RAM, RMI_EMPTY, RMI_ERROR_INPUT,
+    RMI_ERROR_RTT, RMI_RAM, RMI_SUCCESS, RTT_CREATE, RTT_FOLD, RTT_READ_ENTRY, RTT_SET_RIPAS, RTT_UNMAP_UNPROTECTED,
+    G, Kvm, KvmError, MiB, Realm, Vcpu, find_map_level, finish, get_start_level, index, mapsize, status)
 
 RSI_ACCEPT = 0
 PSCI_AFFINITY_ON = 0
@@ -70,6 +76,42 @@ class LaterKvm(Kvm):
         if ripas == RMI_EMPTY and not failed and ipa != base:
             self.unmap_private_range(realm, base, ipa)
             self.fold_rtt_level(realm, get_start_level(realm.ia_bits) + 1, base, ipa)
+
+    def create_rtt_levels_later(self, realm: Realm, ipa: int, level: int, max_level: int) -> None:
+        """The later realm_create_rtt_levels(): (RMI_ERROR_RTT, level - 1) from RTT_CREATE is "the RTT
+        already exists, continue"; any other failure is a WARN that ends it (recorded in ``warned``)."""
+        while level < max_level:
+            level += 1
+            rtt = self.alloc_delegated()
+            x0 = self.rtt_create(realm, ipa, level, rtt)
+            if x0 == RMI_SUCCESS:
+                continue
+            self.free_delegated(rtt)
+            if x0 == RMI_ERROR_RTT | (level - 1) << 8:
+                continue
+            self.warned.append((ipa, x0))
+            return
+
+    def map_protected_block_later(self, realm: Realm, ipa: int) -> None:
+        """The later realm_map_protected() for a 2 MiB folio: pre-create the level-3 RTT (errors
+        ignored, "handled below"), DELEGATE + DATA_CREATE_UNKNOWN per page creating RTTs on
+        RMI_ERROR_RTT, then fold_rtt(base, 3)."""
+        block = mapsize(2)
+        phys = self.pages.alloc(block // G)
+        self.create_rtt_levels_later(realm, ipa, 2, 3)
+        for off in range(0, block, G):
+            self.delegate(phys + off)
+            x0 = self.smc(DATA_CREATE_UNKNOWN, realm.rd, phys + off, ipa + off)[0]
+            if status(x0) == RMI_ERROR_RTT:
+                self.create_rtt_levels_later(realm, ipa + off, index(x0), 3)
+                x0 = self.smc(DATA_CREATE_UNKNOWN, realm.rd, phys + off, ipa + off)[0]
+            if x0 != RMI_SUCCESS:
+                raise KvmError(f"DATA_CREATE_UNKNOWN({ipa + off:#x}) -> {x0:#x}")
+            realm.data[ipa + off] = phys + off
+        x0, folded = self.smc(RTT_FOLD, realm.rd, ipa, 3)[:2]
+        if x0 != RMI_SUCCESS:
+            raise KvmError(f"RTT_FOLD({ipa:#x}, 3) -> {x0:#x}")
+        self.free_delegated(folded)
 
     def unmap_shared_range(self, realm: Realm, level: int, start: int, end: int) -> None:
         super().unmap_shared_range(realm, level, start, end)   # recursive calls come back here
@@ -296,5 +338,42 @@ def test_eighteen_vcpus_with_kvm_mpidrs_power_on_by_affinity(machine: Machine) -
     assert completes == [(0, 17, 0), (0, 17, 0), (0, 16, 0), (0, 16, 0)]
     assert kvm.hostcalls[0][:2] == [0x17, (1 << 31) | 0x101]
     assert kvm.hostcalls[1][:5] == [0, PSCI_AFFINITY_OFF, 0, PSCI_AFFINITY_ON, 1 << 31]
+    kvm.destroy_vm(realm, "v12")
+    finish(kvm)
+
+
+def test_faults_inside_a_level_1_ram_block(machine: Machine) -> None:
+    """A 1 GiB memslot at a 1 GiB-aligned IPA: KVM's INIT_RIPAS loop makes it one level-1 RIPAS RAM
+    entry with no RTT below. A 2 MiB fault there as the later realm_map_protected() takes it: the
+    pre-create RTT_CREATE(level 3) answers (RMI_ERROR_RTT, 1), the level the walk reached (B4.3.15
+    rtt_walk; TF-RMM alike), which that KVM's realm_create_rtt_levels() does not take for "exists"
+    (it wants level - 1 = 2), so it WARNs (a KVM quirk: harmless, the first DATA_CREATE_UNKNOWN
+    then creates the level-2 and level-3 RTTs, each inheriting RIPAS RAM from the block); the 512
+    pages fold into an ASSIGNED level-2 block. A 4 KiB fault elsewhere in the block then needs only
+    a level-3 RTT. Teardown (v12 order) splits the block again and leaves only NS granules."""
+    kvm = LaterKvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(40)
+    kvm.init_ipa_state(realm, RAM, RAM + (1 << 30))
+    assert kvm.calls(RTT_CREATE) == []
+    kvm.create_rec(realm, 0, pc=RAM)
+    kvm.activate(realm)
+
+    block = RAM + 6 * MiB
+    kvm.map_protected_block_later(realm, block)
+    assert kvm.warned == [(block, RMI_ERROR_RTT | 1 << 8)]
+    made = [(a[2], a[3], x0) for f, a, x0 in kvm.log if f == RTT_CREATE]
+    assert made == [(block, 3, RMI_ERROR_RTT | 1 << 8), (RAM, 2, RMI_SUCCESS), (block, 3, RMI_SUCCESS)]
+    x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, block + 77 * G, 3)
+    assert (x0, level, state, ripas) == (RMI_SUCCESS, 2, ASSIGNED, RMI_RAM)
+    x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, RAM + 512 * MiB, 3)
+    assert (x0, level, state, ripas) == (RMI_SUCCESS, 2, UNASSIGNED, RMI_RAM)
+
+    page = RAM + 300 * MiB + 5 * G
+    kvm.map_protected(realm, page)
+    assert [(a[2], a[3]) for f, a, x0 in kvm.log if f == RTT_CREATE][3:] == [(RAM + 300 * MiB, 3)]
+    x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, page + G, 3)
+    assert (x0, level, state, ripas) == (RMI_SUCCESS, 3, UNASSIGNED, RMI_RAM)
+
     kvm.destroy_vm(realm, "v12")
     finish(kvm)
