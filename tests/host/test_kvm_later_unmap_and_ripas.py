@@ -22,7 +22,9 @@ test_linux_kvm_sequences' transcription (its Kvm class, extended here):
 - realm_map_protected() for a 2 MiB folio inside a level-1 RIPAS RAM block (a 1 GiB memslot):
   its pre-create of the level-3 RTT through realm_create_rtt_levels(), which takes only
   (RMI_ERROR_RTT, level - 1) from RTT_CREATE for "exists" and WARNs on the (RMI_ERROR_RTT, 1)
-  the RMM gives there, then the DATA_CREATE_UNKNOWN loop and fold_rtt().
+  the RMM gives there, then the DATA_CREATE_UNKNOWN loop and fold_rtt();
+- a protected memslot removed from a running realm: the DATA_DESTROY walk, then the fold pass
+  that folds a level-3 RTT left all UNASSIGNED DESTROYED (A5.5: homogeneous, same RIPAS).
 
 Each test ends with every granule undelegated and the invariants checked (finish()).
 """
@@ -375,5 +377,33 @@ def test_faults_inside_a_level_1_ram_block(machine: Machine) -> None:
     x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, page + G, 3)
     assert (x0, level, state, ripas) == (RMI_SUCCESS, 3, UNASSIGNED, RMI_RAM)
 
+    kvm.destroy_vm(realm, "v12")
+    finish(kvm)
+
+
+def test_memslot_removed_from_a_running_realm_folds_a_destroyed_table(machine: Machine) -> None:
+    """A protected memslot [RAM, RAM + 8 MiB) of an active realm, its 2 MiB at RAM + 2 MiB faulted
+    in page by page (a level-3 RTT of 512 ASSIGNED entries), is removed (kvm_realm_unmap_range with
+    unmap_private): 512 DATA_DESTROYs leave the table all UNASSIGNED DESTROYED, and the fold pass
+    KVM runs from level 2 (RTT_FOLD(RAM, 2) not homogeneous, (RMI_ERROR_RTT, 2), so down to level
+    3) folds it into a level-2 DESTROYED block and frees the RTT; the other level-2 entries are
+    the INIT_RIPAS RAM blocks, so the level-2 RTT stays."""
+    kvm = LaterKvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(40)
+    kvm.init_ipa_state(realm, RAM, RAM + 8 * MiB)
+    kvm.create_rec(realm, 0, pc=RAM)
+    kvm.activate(realm)
+    for ipa in range(RAM + 2 * MiB, RAM + 4 * MiB, G):
+        kvm.map_protected(realm, ipa)
+    kvm.unmap_range(realm, RAM, 8 * MiB)
+    assert realm.data == {}
+    folds = [(a[1:], x0) for f, a, x0 in kvm.log if f == RTT_FOLD and a[1] < 1 << 39]   # the private pass
+    assert folds[0] == ((RAM, 2), RMI_ERROR_RTT | 2 << 8)
+    assert ((RAM + 2 * MiB, 3), RMI_SUCCESS) in folds
+    x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, RAM + 3 * MiB, 3)
+    assert (x0, level, state, ripas) == (RMI_SUCCESS, 2, UNASSIGNED, 2)          # DESTROYED
+    x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, RAM + 5 * MiB, 3)
+    assert (x0, level, state, ripas) == (RMI_SUCCESS, 2, UNASSIGNED, RMI_RAM)
     kvm.destroy_vm(realm, "v12")
     finish(kvm)
