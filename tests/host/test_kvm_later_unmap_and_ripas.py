@@ -31,6 +31,8 @@ Each test ends with every granule undelegated and the invariants checked (finish
 
 from __future__ import annotations
 
+import pytest
+
 from realm_guests import HOST_CALL_THEN_OFF, PRELUDE
 from rmm_mp import Machine
 from rmm_mp.guest.assembler import assemble
@@ -405,5 +407,23 @@ def test_memslot_removed_from_a_running_realm_folds_a_destroyed_table(machine: M
     assert (x0, level, state, ripas) == (RMI_SUCCESS, 2, UNASSIGNED, 2)          # DESTROYED
     x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, RAM + 5 * MiB, 3)
     assert (x0, level, state, ripas) == (RMI_SUCCESS, 2, UNASSIGNED, RMI_RAM)
+    kvm.destroy_vm(realm, "v12")
+    finish(kvm)
+
+
+@pytest.mark.parametrize("ia_bits", [33, 34, 35, 37, 38, 39, 41, 43, 45, 46, 47])
+def test_every_other_kvm_ipa_width(machine: Machine, ia_bits: int) -> None:
+    """The IPA widths test_linux_kvm_sequences leaves out (KVM takes any from 32 to FEATURES.S2SZ):
+    KVM's start level and concatenated root count (16 roots at level 2 for 34 bits and at level 1
+    for 43) are accepted, INIT_RIPAS runs over 2 MiB at the top of the protected space, and the VM
+    is torn down."""
+    kvm = LaterKvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(ia_bits)
+    assert realm.pgd_pages == {34: 16, 43: 16}.get(ia_bits, realm.pgd_pages)
+    top = 1 << (ia_bits - 1)
+    kvm.init_ipa_state(realm, top - 2 * MiB, top)
+    x0, _, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, top - G, 3)
+    assert (x0, state, ripas) == (RMI_SUCCESS, UNASSIGNED, RMI_RAM)
     kvm.destroy_vm(realm, "v12")
     finish(kvm)
