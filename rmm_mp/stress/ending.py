@@ -185,17 +185,20 @@ def _published_locks(machine: Machine, cpus: Iterable[int]) -> dict[int, tuple[i
     """The lock figures (acquired, contended, wait_ns, max_wait_ns) the CPUs' EL3 last published
     in their CPU areas (el3.monitor publish_lock_stats), for those that returned no result: what
     they had before they died, of their own granule locks (not their host's NS copies'). A CPU
-    that published no acquisition (it died before its first flush) has none."""
+    that published no acquisition (it died before its first flush) has none. All four come from
+    the per-class records, each published whole with one store, as workload.report.collect_locks
+    reads them: EL3 stores its overall record apart, before them, and a CPU killed in between
+    left a contended count from the newer record over acquisitions from the older ones."""
     out = {}
     for cpu in cpus:
         area = machine.cpu_area(cpu)
         try:
-            contended, wait_ns, max_wait_ns, _ = area.lock_stats()
-            acquired = sum(c[0] for c in area.lock_class_stats(CLASSES))
+            rows = area.lock_class_stats(CLASSES)
         finally:
             area.release()
+        acquired = sum(r[0] for r in rows)
         if acquired:
-            out[cpu] = (acquired, contended, wait_ns, max_wait_ns)
+            out[cpu] = (acquired, sum(r[1] for r in rows), sum(r[2] for r in rows), max(r[3] for r in rows))
     return out
 
 

@@ -115,3 +115,37 @@ def test_partial_lock_figures_are_said_apart_even_when_no_cpu_returned_a_result(
                                         "published in shared memory by CPU 0, which returned none: CPU 0 2 of 10 "
                                         "contended")
     assert StressReport(StressConfig(cpus=2), (), "interrupted", 1.0, {}, unreported=(0, 1)).lock_contention() == ""
+
+
+def test_partial_lock_figures_are_read_from_one_record_per_class_so_a_torn_publish_stays_whole() -> None:
+    """EL3 publishes its overall lock figures, then one record per lock class, as separate
+    stores (el3.monitor publish_lock_stats): a CPU killed between them leaves the overall record
+    newer than the class records. Its contended count was read from the overall record and its
+    acquisitions from the class records, so such a CPU read '9 of 7 contended'. Each class
+    record is one store with its own acquisitions, contentions and waits, as `rmm-mp run` reads
+    a dead CPU's figures (workload.report.collect_locks)."""
+    from typing import Any
+
+    from rmm_mp.hw.granule import CLASSES
+    from rmm_mp.stress.ending import _published_locks
+
+    class TornArea:
+        released = 0
+
+        def lock_stats(self) -> tuple[int, int, int, int]:
+            return (9, 900, 300, 0)            # published after the class records below
+
+        def lock_class_stats(self, classes: int) -> list[tuple[int, int, int, int]]:
+            rows = [(4, 2, 250, 200), (3, 0, 0, 0)] + [(0, 0, 0, 0)] * (classes - 2)
+            return rows[:classes]
+
+        def release(self) -> None:
+            TornArea.released += 1
+
+    class FakeMachine:
+        def cpu_area(self, cpu: int) -> Any:
+            return TornArea()
+
+    assert CLASSES >= 2
+    assert _published_locks(FakeMachine(), [1]) == {1: (7, 2, 250, 200)}  # type: ignore[arg-type]
+    assert TornArea.released == 1
