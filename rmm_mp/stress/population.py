@@ -177,16 +177,16 @@ def build(machine: "Machine", guests: "bool | tuple[str, ...]" = True) -> Popula
 
 
 def roles(population: Population) -> dict[int, str]:
-    """The population's realms by the PAs of their RD and root tables: ``realm T``, ``realm N``,
-    ``guest 0 (smp-boot)`` (by build order). The build places them the same way on every run of
-    a configuration (its replays included), which the granules the CPUs make as they race do
-    not; a guest rebuilt during the run (a relaunch) is at other PAs and has no role. What a
-    stuck call's identity names a realm by (watchdog.call_identity), where its PA would differ
-    on a shrunk run's replay."""
-    named = [(f"guest {i} ({name})", realm) for i, (name, _, realm) in enumerate(population.guests)]
-    named += [("realm T", population.table_realm), ("realm N", population.new_realm)]
+    """The population's lasting realms by the PAs of their RD and root tables: ``realm T`` and
+    ``realm N``, which live the whole run and which the build places the same way on every run
+    of a configuration (its replays included), as the granules the CPUs make as they race are
+    not. No guest: a finished guest is destroyed and built anew (stress.ops' relaunch), so its
+    PAs go back to the allocator, may become any granule of another realm, and whether a stuck
+    call in a guest had a role would depend on whether it had been relaunched yet, which a
+    shrunk run's replay need not share. What a stuck call's identity names a realm by
+    (watchdog.call_identity), where its PA would differ on a shrunk run's replay."""
     out: dict[int, str] = {}
-    for label, realm in named:
+    for label, realm in (("realm T", population.table_realm), ("realm N", population.new_realm)):
         out[realm.rd] = label
         for root in range(realm.num_roots):
             out[realm.rtt_base + root * G] = label
