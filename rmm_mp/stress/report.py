@@ -154,7 +154,8 @@ class StressReport:
         and said apart from the figures of those that did ("" when none had published)."""
         if not self.unreported_locks:
             return ""
-        parts = [f"CPU {c} {f[1]:,} of {f[0]:,}" for c, f in sorted(self.unreported_locks.items())]
+        # "had": "CPU 1 107 of 295,291" read as one run of numbers.
+        parts = [f"CPU {c} had {f[1]:,} of {f[0]:,}" for c, f in sorted(self.unreported_locks.items())]
         return (f"; partial figures, as last published in shared memory by {words.cpus(sorted(self.unreported_locks))}"
                 f", which returned none: {', '.join(parts)} contended")
 

@@ -112,8 +112,13 @@ def test_partial_lock_figures_are_said_apart_even_when_no_cpu_returned_a_result(
     report = StressReport(StressConfig(cpus=2), (), "interrupted", 1.0, {}, unreported=(0, 1),
                           unreported_locks={0: (10, 2, 0, 0)})
     assert report.lock_contention() == ("lock contention: no CPU returned its figures; partial figures, as last "
-                                        "published in shared memory by CPU 0, which returned none: CPU 0 2 of 10 "
+                                        "published in shared memory by CPU 0, which returned none: CPU 0 had 2 of 10 "
                                         "contended")
+    # Two CPUs, each its figures after "had": "CPU 1 107 of 295,291" read as one run of numbers.
+    two = StressReport(StressConfig(cpus=3), (), "interrupted", 1.0, {}, unreported=(1, 2),
+                       unreported_locks={1: (295_291, 107, 0, 0), 2: (10, 3, 0, 0)})
+    assert two.lock_contention().endswith("by CPUs 1 and 2, which returned none: CPU 1 had 107 of 295,291, "
+                                          "CPU 2 had 3 of 10 contended"), two.lock_contention()
     assert StressReport(StressConfig(cpus=2), (), "interrupted", 1.0, {}, unreported=(0, 1)).lock_contention() == ""
 
 
