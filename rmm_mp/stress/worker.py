@@ -303,7 +303,8 @@ def exception_finding(exc: Exception, cpu_id: int, step: int | None) -> Finding:
     if isinstance(x0, int):
         identity += f" ({getattr(exc, 'command', '?')} returned {status_name(x0)})"
     else:
-        identity += f" ({without_run_values(_NUMBER.sub('?', str(exc)))})"
+        # Run values first: masked before, a machine name's pid went and its random hex stayed.
+        identity += f" ({_NUMBER.sub('?', without_run_values(str(exc)))})"
     return Finding("functional", type(exc).__name__, str(exc), cpu_id, "", "", (), step, identity=identity)
 
 

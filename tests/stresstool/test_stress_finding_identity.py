@@ -176,6 +176,11 @@ def test_two_errors_raised_at_one_line_are_known_by_what_their_text_says_but_num
     assert queued.identity.endswith("(vCPU ? is QUEUED: only the CPU running it may put it back)"), queued.identity
     assert finding(free, 0x80000000, 1).key() == finding(free, 0x80123000, 2).key()
     assert queued.identity not in queued.text()
+    # A machine's name in the text (its pid and random hex differ on every run) is one value:
+    # masking numbers first left 'rmm-mp-?-0a1b2c3d', another identity on a replay.
+    names = [finding(lambda name: leave(1, f"OFF on {name}"), f"rmm-mp-{pid}-{hexa}")
+             for pid, hexa in ((1234, "0a1b2c3d"), (99, "ffee0011"))]
+    assert names[0].key() == names[1].key(), (names[0].identity, names[1].identity)
 
 
 def _stuck(call: str, holds: tuple[int, ...], cpu: int, step: int) -> Finding:
