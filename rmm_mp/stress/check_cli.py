@@ -156,7 +156,8 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             try:
                 pause = stack.enter_context(Pause(machine.control))
             except QuiesceError as exc:
-                echo(f"Error: {exc}", err=True)
+                # In the form of attach's refusals above, which exit 2 too.
+                echo(f"Error: {type(exc).__name__}: {exc}", err=True)
                 decided(2)      # detached as the SystemExit leaves the block, as after a verdict
             quiescent = pause.wait(wait_s)
             found = pause.census()

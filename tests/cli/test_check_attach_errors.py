@@ -68,3 +68,22 @@ def test_check_help_gives_exit_2_for_a_machine_that_cannot_be_attached() -> None
     tests/hw/test_attach_sizes.py)."""
     text = " ".join(CliRunner().invoke(main, ["check", "--help"]).output.split())
     assert "one that cannot be attached (still being made, a segment that cannot be mapped or is shorter than the machine needs)" in text, text
+
+
+def test_every_pause_slot_taken_is_printed_with_its_type_as_the_refusals_are() -> None:
+    """The other exit-2 refusal before a verdict, every pause slot held, read "Error: all 8 pause
+    slots ..." without the type the attach refusals print."""
+    from rmm_mp import Machine
+    from rmm_mp.hw.control import QUIESCE_SLOTS
+    from rmm_mp.hw.quiesce import Pause
+
+    with Machine.create("host", cpus=1) as m:
+        pauses = [Pause(m.control) for _ in range(QUIESCE_SLOTS)]
+        for p in pauses:
+            p.__enter__()
+        try:
+            stderr = _refusal(m.name)
+        finally:
+            for p in pauses:
+                p.__exit__(None, None, None)
+    assert stderr.startswith(f"Error: QuiesceError: all {QUIESCE_SLOTS} pause slots"), stderr
