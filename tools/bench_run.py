@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"benchmark": "bench_run", "host": info, "options": vars(args),
                            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "load_average": os.getloadavg()}
     missed = False
-    print(f"(a) recording overhead: {args.workload}, {args.overhead_cpus} CPUs, {args.iterations} steps per CPU")
+    print(f"(a) recording overhead: {args.workload}, {args.overhead_cpus} CPU{'s' if args.overhead_cpus != 1 else ''}, "
+          f"{args.iterations} steps per CPU")
     out["overhead"] = overhead(args.workload, args.overhead_cpus, args.iterations, args.overhead_repeat, args.seed)
     o = out["overhead"]
     print(f"    the same work (activity counters) in every run: {'yes' if o['same_work'] else 'no'}")
