@@ -11,7 +11,8 @@ tables walked, then the RECs, then every RTT, DATA and REC_AUX granule's referen
                   at either), and no ASSIGNED or ASSIGNED_NS entry in a level-0 RTT
   rtt-encoding    every entry is one RMM writes, bit for bit (s2tt.canonical): an entry that decodes
                   as some state but differs from that state's encoding is memory corruption or an
-                  RMM bug (decode would read, say, a descriptor of type 0b10 as ASSIGNED RAM)
+                  RMM bug (decode would read, say, a descriptor of type 0b10 as ASSIGNED RAM);
+                  one violation per table, naming its first such entry and their count
   rtt-refcount    an RTT's refcount equals its live entries (TABLE and protected ASSIGNED)
   data-mapping    every protected ASSIGNED entry names DATA granules (a block: all of them),
                   each DATA granule is named by exactly one entry
@@ -132,6 +133,7 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
     size = s2tt.block_size(level)
     live = 0
     misplaced: list[str] = []
+    unwritten: list[str] = []
     for i, desc in enumerate(entries):
         ipa = first_ipa + i * size
         if ipa >= ctx.ipa_size:
@@ -147,8 +149,7 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
         if problem := _misplaced(kind, level, ipa, ctx):
             misplaced.append(problem)
         if desc not in _PLAIN and (problem := _unwritten(desc, level, kind, ripas)):
-            scan.report("rtt-encoding", scan.pa(idx), f"entry {i} of a level-{level} RTT (IPA {ipa:#x}) holds "
-                                                      f"{desc:#x}, {problem}")
+            unwritten.append(f"entry {i} of a level-{level} RTT (IPA {ipa:#x}) holds {desc:#x}, {problem}")
         if kind == Kind.TABLE:
             live += 1
             child = scan.idx(s2tt.output_address(desc, level))
@@ -161,13 +162,15 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
         elif kind == Kind.ASSIGNED:
             live += 1
             _count_data(scan, idx, desc, level, ipa)
+    # One report per table and rule: an unfolded block of the wrong kind, or a table overwritten
+    # whole, would be 512 of them, and a stress run keeps only a check's first 8 violations.
+    for rule, problems in (("rtt-entry", misplaced), ("rtt-encoding", unwritten)):
+        if problems:
+            scan.report(rule, scan.pa(idx), problems[0] + (f" ({len(problems)} such entries)"
+                                                           if len(problems) > 1 else ""))
     if scan.refcounts[idx] != live:
         scan.report("rtt-refcount", scan.pa(idx), f"level {level} RTT has refcount {scan.refcounts[idx]} "
                                                   f"but {count(live, 'live entry', 'live entries')}")
-    if misplaced:
-        # One report per table: an unfolded block of the wrong kind would be 512 of them.
-        scan.report("rtt-entry", scan.pa(idx), misplaced[0] + (f" ({len(misplaced)} such entries)"
-                                                               if len(misplaced) > 1 else ""))
 
 
 _PLAIN = frozenset({s2tt.UNASSIGNED_EMPTY, s2tt.UNASSIGNED_RAM, s2tt.UNASSIGNED_DESTROYED, s2tt.UNASSIGNED_NS})
