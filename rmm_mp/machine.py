@@ -237,9 +237,7 @@ class Machine:
             # no machine to attach to either, and the message says which and why.
             for seg in attached.values():
                 seg.close()
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise MachineError(f"no machine named {shown} can be attached: its {part} segment in "
-                               f"{segment.shown_shm_dir()}: {why}") from None
+            raise _unmappable(shown, part, exc) from None
         view = atomicshm.AtomicView(attached["ctl"].buf)
         try:
             _check_size(attached["ctl"], "ctl", ctl.SIZE)
@@ -248,7 +246,8 @@ class Machine:
             plat = Platform.from_json(control.platform_json())
             cpus = control.cpus
             if control.trace_capacity:
-                attached[segment.TRACE_PART] = Segment.attach(name, segment.TRACE_PART)
+                part = segment.TRACE_PART
+                attached[part] = Segment.attach(name, part)
             # A segment shorter than its control block says (truncated by hand, or by a full
             # /dev/shm) was mapped as it was, and `rmm-mp check` then died in a traceback on the
             # first granule past its end, or called a cut DRAM's invariants holding.
@@ -260,10 +259,16 @@ class Machine:
                 seg.close()
             raise MachineError(f"no machine named {shown} in {segment.shown_shm_dir()} "
                                "(it was closed, or never existed)") from None
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:
             view.close()
             for seg in attached.values():
                 seg.close()
+            if part == segment.TRACE_PART and part not in attached:
+                # Its trace segment could not be mapped (empty, not a file): refused by name, as
+                # the other parts are above (an OSError escaped attach, an empty one named no part).
+                raise _unmappable(shown, part, exc) from None
+            if not isinstance(exc, ValueError):
+                raise
             raise MachineError(f"{shown}: {exc}") from None
         view.close()
         machine = cls(name, plat, cpus, attached, creator=False)
@@ -518,6 +523,13 @@ class Machine:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("creator" if self.is_creator else "attached")
         return f"<Machine {self.name} platform={self.platform.name} cpus={self.cpus} {state}>"
+
+
+def _unmappable(shown: str, part: str, exc: OSError | ValueError) -> MachineError:
+    """The refusal of a machine one of whose segments cannot be opened or mapped."""
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return MachineError(f"no machine named {shown} can be attached: its {part} segment in "
+                        f"{segment.shown_shm_dir()}: {why}")
 
 
 def _check_size(seg: Segment, part: str, expected: int) -> None:

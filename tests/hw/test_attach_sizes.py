@@ -67,3 +67,27 @@ def test_check_of_a_cut_machine_exits_2_with_the_refusal() -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"Error: MachineError: '{name}': its granules segment" in proc.stderr
+
+
+@pytest.mark.parametrize("how", ["empty", "directory"])
+def test_an_unmappable_trace_segment_is_refused_naming_it(how: str) -> None:
+    """The trace segment (a machine made with trace rings) is attached after the control block is
+    read; an empty one was refused as "'NAME': cannot mmap an empty file", naming no segment, and one
+    that cannot be opened (here a directory in its place) raised IsADirectoryError out of attach
+    (a traceback from `rmm-mp check`). Both are refused as an unmappable ctl, granules, ... is."""
+    name = "rmm-mp-1-5e65c0e0"
+    with Machine.create("host", cpus=1, trace_capacity=64) as m:
+        paths = _copy(m, name, "", 0)
+        trace = Path(segment.segment_path(name, segment.TRACE_PART))
+        if how == "empty":
+            trace.touch()
+        else:
+            trace.mkdir()
+        try:
+            with pytest.raises(MachineError, match=(f"^no machine named '{name}' can be attached: its "
+                                                    f"{segment.TRACE_PART} segment in {re.escape(segment.SHM_DIR)}: ")):
+                Machine.attach(name)
+        finally:
+            for path in paths:
+                path.unlink()
+            trace.unlink() if how == "empty" else trace.rmdir()
