@@ -128,6 +128,66 @@ def test_a_table_of_entries_rmm_never_writes_is_one_violation(machine: Machine) 
     assert found[0][2].endswith(f" ({s2tt.ENTRIES - 3} such entries)"), found[0][2]
 
 
+def test_the_entries_real_commands_leave_are_no_violation(machine: Machine) -> None:
+    """No false alarm on what the handlers write: ASSIGNED_NS pages with every MemAttr and S2AP the
+    host may give, NS blocks folded to level 2 and level 1 and unfolded, RAM pages folded into a
+    level-2 block and unfolded, DATA_DESTROY's DESTROYED, DATA_CREATE_UNKNOWN's ASSIGNED DESTROYED,
+    RTT_DESTROY's DESTROYED and UNASSIGNED_NS, an UNASSIGNED fold."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    smc, rd = t.smc, realm.rd
+    ns_ipa, l2, l1 = 1 << 39, s2tt.block_size(2), s2tt.block_size(1)
+    t.rtts(realm, ns_ipa, 3)
+    attrs = [(memattr << 2) | (s2ap << 6) for memattr in range(8) if memattr != 4 for s2ap in range(4)]
+    for i, attr in enumerate(attrs):
+        assert smc(F.RMI_RTT_MAP_UNPROTECTED, rd, ns_ipa + i * GRANULE, 3, t.ns_granule() | attr)[0] == SUCCESS
+    t.rtts(realm, ns_ipa + l2, 3)
+    for i in range(s2tt.ENTRIES):
+        assert smc(F.RMI_RTT_MAP_UNPROTECTED, rd, ns_ipa + l2 + i * GRANULE, 3, (1 << 40) + i * GRANULE | 0x54)[0] \
+            == SUCCESS
+    assert smc(F.RMI_RTT_FOLD, rd, ns_ipa + l2, 3)[0] == SUCCESS
+    t.rtts(realm, ns_ipa + l1, 2)
+    for i in range(s2tt.ENTRIES):
+        assert smc(F.RMI_RTT_MAP_UNPROTECTED, rd, ns_ipa + l1 + i * l2, 2, (1 << 40) + i * l2 | 0xdc)[0] == SUCCESS
+    assert smc(F.RMI_RTT_FOLD, rd, ns_ipa + l1, 2)[0] == SUCCESS
+    assert smc(F.RMI_RTT_CREATE, rd, t.delegate(), ns_ipa + l1, 2)[0] == SUCCESS
+    assert invariants(machine).ok
+    ram = 2 * l2
+    t.rtts(realm, ram, 3)
+    first = t.ns_granules(s2tt.ENTRIES, align=l2)
+    assert smc(F.RMI_RTT_INIT_RIPAS, rd, ram, ram + l2)[0] == SUCCESS
+    for i in range(s2tt.ENTRIES):
+        assert smc(F.RMI_DATA_CREATE_UNKNOWN, rd, t.delegate(first + i * GRANULE), ram + i * GRANULE)[0] == SUCCESS
+    assert smc(F.RMI_RTT_FOLD, rd, ram, 3)[0] == SUCCESS
+    assert invariants(machine).ok
+    assert smc(F.RMI_RTT_CREATE, rd, t.delegate(), ram, 3)[0] == SUCCESS
+    assert smc(F.RMI_REALM_ACTIVATE, rd)[0] == SUCCESS
+    assert smc(F.RMI_DATA_DESTROY, rd, ram)[0] == SUCCESS
+    assert invariants(machine).ok
+    assert smc(F.RMI_DATA_CREATE_UNKNOWN, rd, t.delegate(), ram)[0] == SUCCESS
+    _, level, state, _, ripas = t.read_entry(realm, ram)
+    assert (level, state, ripas) == (3, 1, s2tt.RIPAS_DESTROYED)     # ASSIGNED DESTROYED
+    for ipa in (8 * l2, ns_ipa + 8 * l2):
+        t.rtts(realm, ipa, 3)
+        assert smc(F.RMI_RTT_DESTROY, rd, ipa, 3)[0] == SUCCESS
+    t.rtts(realm, 9 * l2, 3)
+    assert smc(F.RMI_RTT_FOLD, rd, 9 * l2, 3)[0] == SUCCESS
+    assert invariants(machine).ok
+
+
+def test_an_entry_of_a_concatenated_root_names_its_root_and_ipa(machine: Machine) -> None:
+    """A level-1 start with 4 concatenated roots: entry 3 of root 2 maps IPA 2 * 512 GiB + 3 GiB."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=41, start_level=1)
+    assert len(realm.roots) == 4
+    value = s2tt.UNASSIGNED_NS | 2 << s2tt.HIPAS_SHIFT      # root 2 lies in the Unprotected half
+    s2tt.write(machine.memory, _idx(machine, realm.roots[2]), 3, value)
+    found = [(v.rule, v.pa, v.detail) for v in invariants(machine).violations]
+    assert [(rule, pa) for rule, pa, _ in found] == [("rtt-encoding", realm.roots[2])], found
+    ipa = 2 * s2tt.ENTRIES * s2tt.block_size(1) + 3 * s2tt.block_size(1)
+    assert found[0][2].startswith(f"entry 3 of a level-1 RTT (IPA {ipa:#x}) holds {value:#x}, "), found[0][2]
+
+
 # -- s2tt.canonical, the rule's ground ----------------------------------------------------------------
 
 _PA = st.integers(0, (1 << s2tt.MAX_PA_BITS) - 1).map(lambda pa: pa & s2tt.OA_MASK)
