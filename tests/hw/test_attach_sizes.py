@@ -2,8 +2,12 @@
 
 A copy of a live machine's segments under another name, one of them cut short, stands for a
 machine truncated by hand or by a full /dev/shm (the live machine's own files are not cut: its
-creator's mappings would fault). Before, attach mapped what was there: `rmm-mp check` then died in
-a traceback on the first granule past the end, or called a cut DRAM's invariants holding.
+creator's mappings would fault). Before, attach mapped what was there: `rmm-mp check` then died
+in a traceback on the first granule past the end, or called a cut DRAM's invariants holding.
+
+The copies are named with this process's pid: a Machine.create in another test process sweeps
+a machine whose creator has ended as an orphan, and under pid 1 a copy's creator (this process,
+by the start time its control block holds) was judged ended.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def _copy(m: Machine, name: str, cut: str, size: int) -> list[Path]:
 @pytest.mark.parametrize("cut, size", [("ctl", 100), ("granules", 10), ("gpt", 100), ("dram", 4096),
                                        ("cpus", 8)])
 def test_a_cut_segment_is_refused_naming_it_and_its_sizes(cut: str, size: int) -> None:
-    name = "rmm-mp-1-5e65c0de"
+    name = f"rmm-mp-{os.getpid()}-5e65c0de"
     with Machine.create("host", cpus=2) as m:
         paths = _copy(m, name, cut, size)
         try:
@@ -55,7 +59,7 @@ def test_a_cut_segment_is_refused_naming_it_and_its_sizes(cut: str, size: int) -
 
 def test_check_of_a_cut_machine_exits_2_with_the_refusal() -> None:
     """`rmm-mp check` prints the refusal as every other attach refusal (exit 2), no traceback."""
-    name = "rmm-mp-1-5e65c0df"
+    name = f"rmm-mp-{os.getpid()}-5e65c0df"
     with Machine.create("host", cpus=1) as m:
         paths = _copy(m, name, "granules", 10)
         try:
@@ -75,7 +79,7 @@ def test_an_unmappable_trace_segment_is_refused_naming_it(how: str) -> None:
     read; an empty one was refused as "'NAME': cannot mmap an empty file", naming no segment, and one
     that cannot be opened (here a directory in its place) raised IsADirectoryError out of attach
     (a traceback from `rmm-mp check`). Both are refused as an unmappable ctl, granules, ... is."""
-    name = "rmm-mp-1-5e65c0e0"
+    name = f"rmm-mp-{os.getpid()}-5e65c0e0"
     with Machine.create("host", cpus=1, trace_capacity=64) as m:
         paths = _copy(m, name, "", 0)
         trace = Path(segment.segment_path(name, segment.TRACE_PART))
