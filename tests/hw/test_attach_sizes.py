@@ -54,7 +54,7 @@ def test_a_cut_segment_is_refused_naming_it_and_its_sizes(cut: str, size: int) -
             Machine.attach(name).close()
         finally:
             for path in paths:
-                path.unlink()
+                path.unlink(missing_ok=True)
 
 
 def test_check_of_a_cut_machine_exits_2_with_the_refusal() -> None:
@@ -67,7 +67,7 @@ def test_check_of_a_cut_machine_exits_2_with_the_refusal() -> None:
                                   capture_output=True, text=True, timeout=120)
         finally:
             for path in paths:
-                path.unlink()
+                path.unlink(missing_ok=True)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"Error: MachineError: '{name}': its granules segment" in proc.stderr
@@ -93,5 +93,5 @@ def test_an_unmappable_trace_segment_is_refused_naming_it(how: str) -> None:
                 Machine.attach(name)
         finally:
             for path in paths:
-                path.unlink()
+                path.unlink(missing_ok=True)
             trace.unlink() if how == "empty" else trace.rmdir()
