@@ -380,6 +380,12 @@ def test_faults_inside_a_level_1_ram_block(machine: Machine) -> None:
     assert [(a[2], a[3]) for f, a, x0 in kvm.log if f == RTT_CREATE][3:] == [(RAM + 300 * MiB, 3)]
     x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, page + G, 3)
     assert (x0, level, state, ripas) == (RMI_SUCCESS, 3, UNASSIGNED, RMI_RAM)
+    # realm_create_rtt_levels() where the level-3 RTT exists (a fault that raced this one): the
+    # RMM answers (RMI_ERROR_RTT, level - 1), the one answer that KVM takes for "exists", so no WARN.
+    kvm.create_rtt_levels_later(realm, page + G, 2, 3)
+    assert [(a[2], a[3], x0) for f, a, x0 in kvm.log if f == RTT_CREATE][4:] == [
+        (RAM + 300 * MiB, 3, RMI_ERROR_RTT | 2 << 8)]
+    assert len(kvm.warned) == 1
 
     kvm.destroy_vm(realm, "v12")
     finish(kvm)
