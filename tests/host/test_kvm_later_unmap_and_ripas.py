@@ -415,6 +415,9 @@ def test_memslot_removed_from_a_running_realm_folds_a_destroyed_table(machine: M
     assert (x0, level, state, ripas) == (RMI_SUCCESS, 2, UNASSIGNED, 2)          # DESTROYED
     x0, level, state, _, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, RAM + 5 * MiB, 3)
     assert (x0, level, state, ripas) == (RMI_SUCCESS, 2, UNASSIGNED, RMI_RAM)
+    # What stays is the RMM's refusal, not KVM's choice: that level-2 RTT (RAM blocks, the
+    # DESTROYED block, EMPTY past the memslot) is not homogeneous, and RTT_FOLD refuses it.
+    assert machine.cpu(0).smc(RTT_FOLD, realm.rd, RAM, 2)[0] == RMI_ERROR_RTT | 2 << 8
     kvm.destroy_vm(realm, "v12")
     finish(kvm)
 
