@@ -422,6 +422,28 @@ def test_memslot_removed_from_a_running_realm_folds_a_destroyed_table(machine: M
     finish(kvm)
 
 
+def test_removing_pages_with_unfaulted_ones_between_steps_by_top(machine: Machine) -> None:
+    """Three pages of a 2 MiB RIPAS RAM range faulted in (its first, its fourth and its last), the
+    range removed: KVM's DATA_DESTROY walk goes from each page to the ``top`` that DATA_DESTROY
+    returned (B4.3.3: the next entry holding a PA, or the end of the RTT), so it calls
+    DATA_DESTROY at the three pages and nowhere between."""
+    kvm = LaterKvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(40)
+    kvm.init_ipa_state(realm, RAM, RAM + 8 * MiB)
+    kvm.create_rec(realm, 0, pc=RAM)
+    kvm.activate(realm)
+    base = RAM + 2 * MiB
+    pages = [base, base + 3 * G, base + 2 * MiB - G]
+    for ipa in pages:
+        kvm.map_protected(realm, ipa)
+    kvm.unmap_range(realm, base, 2 * MiB)
+    assert realm.data == {}
+    assert [(a[1], x0) for f, a, x0 in kvm.log if f == DATA_DESTROY] == [(ipa, RMI_SUCCESS) for ipa in pages]
+    kvm.destroy_vm(realm, "v12")
+    finish(kvm)
+
+
 @pytest.mark.parametrize("ia_bits", [33, 34, 35, 37, 38, 39, 41, 43, 45, 46, 47])
 def test_every_other_kvm_ipa_width(machine: Machine, ia_bits: int) -> None:
     """The IPA widths test_linux_kvm_sequences leaves out (KVM takes any from 32 to FEATURES.S2SZ):
