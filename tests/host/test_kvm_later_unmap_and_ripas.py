@@ -23,7 +23,8 @@ test_linux_kvm_sequences' transcription (its Kvm class, extended here):
   its pre-create of the level-3 RTT through realm_create_rtt_levels(), which takes only
   (RMI_ERROR_RTT, level - 1) from RTT_CREATE for "exists" and WARNs on the (RMI_ERROR_RTT, 1)
   the RMM gives there, then the DATA_CREATE_UNKNOWN loop and fold_rtt();
-- a protected memslot removed from a running realm: the DATA_DESTROY walk, then the fold pass
+- a protected memslot removed from a running realm: the DATA_DESTROY walk (from one faulted
+  page to the next by DATA_DESTROY's top), then the fold pass
   that folds a level-3 RTT left all UNASSIGNED DESTROYED (A5.5: homogeneous, same RIPAS);
 - the IPA widths KVM may pick that test_linux_kvm_sequences leaves out, with KVM's start level
   and concatenated root count for each.
