@@ -8,7 +8,7 @@ runner's job) nor hold checker logic (lockdep, check).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from rmm_mp.check import Violation, invariants
 from rmm_mp.machine import Machine
@@ -90,7 +90,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     failed = [f for f in result.failures if not f.on_request and f not in waited and f not in starting
               and f not in named]
     behind = _terminated_behind(failed, machine, dead)
-    findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results, behind))
+    findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results, behind), sup.roles)
                     for f in failed if f.cpu not in behind)
     killed = [f for f in result.failures if f.on_request]
     # The CPUs killed while they were still starting up (never READY: free-running, not past
@@ -363,11 +363,12 @@ def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult],
     return tuple(lines)
 
 
-def _failure(failure: CpuFailure, machine: Machine, dead: set[int], stuck: tuple[str, ...] = ()) -> Finding:
+def _failure(failure: CpuFailure, machine: Machine, dead: set[int], stuck: tuple[str, ...] = (),
+             roles: Mapping[int, str] | None = None) -> Finding:
     """A CPU process that died, or (``result-lost``) exited normally with its result lost on
     the way or unreadable here: the watchdog's report of it (``dead``: every CPU whose process
-    died, said so in the snapshot lines). Either way what the CPU did is unknown, so a run
-    with no other finding must not pass."""
+    died, said so in the snapshot lines; ``roles``: population.roles, which its identity names).
+    Either way what the CPU did is unknown, so a run with no other finding must not pass."""
     snaps = snapshots(machine, dead=dead)
     held = ", ".join(f"{pa:#x}" for pa in failure.held_locks) or "none"
     rule = "result-lost" if failure.result_lost else "cpu-died"
@@ -375,7 +376,7 @@ def _failure(failure: CpuFailure, machine: Machine, dead: set[int], stuck: tuple
     # Its identity (Finding.identity): how it failed, in which call holding which kinds of lock,
     # and the frame an exception came from; without it a shrinking took any dead CPU for it.
     where = raised_in(failure.traceback)
-    identity = (f"{failure_kind(failure.how)} in {call_identity(snap) if snap else 'an unknown call'}"
+    identity = (f"{failure_kind(failure.how)} in {call_identity(snap, roles) if snap else 'an unknown call'}"
                 + (f" at {where}" if where else ""))
     return Finding("watchdog", rule, f"CPU {failure.cpu} {failure.how}; locks it still held: {held}",
                    failure.cpu, snap.call if snap else "", "",

@@ -183,8 +183,9 @@ def roles(population: Population) -> dict[int, str]:
     not. No guest: a finished guest is destroyed and built anew (stress.ops' relaunch), so its
     PAs go back to the allocator, may become any granule of another realm, and whether a stuck
     call in a guest had a role would depend on whether it had been relaunched yet, which a
-    shrunk run's replay need not share. What a stuck call's identity names a realm by
-    (watchdog.call_identity), where its PA would differ on a shrunk run's replay."""
+    shrunk run's replay need not share. What a watchdog finding's identity names a realm by
+    (watchdog.call_identity, cycle_identity, wait_identity), where its PA would differ on a
+    shrunk run's replay."""
     out: dict[int, str] = {}
     for label, realm in (("realm T", population.table_realm), ("realm N", population.new_realm)):
         out[realm.rd] = label

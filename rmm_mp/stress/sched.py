@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from rmm_mp.hw import points
 from rmm_mp.stress.probe import StressAbort
@@ -96,6 +96,8 @@ class Scheduler:
     lock_word: Callable[[int], int]
     probe: "Probe"
     on_quiescent: Callable[[], None] | None = None
+    roles: Mapping[int, str] = field(default_factory=dict)
+    """The population's roles (population.roles), which a stuck run's finding names."""
     log: list[tuple[int, int, int]] = field(default_factory=list)
     switch_log: list[tuple[int, int]] = field(default_factory=list)
     step: int = 0
@@ -233,7 +235,7 @@ class Scheduler:
 
     def _stuck(self) -> None:
         """No CPU can run but some are blocked: report, abort everyone, raise here."""
-        self.probe.findings.add(stuck_finding(self.probe.cpu.machine, self.seg, self.step))
+        self.probe.findings.add(stuck_finding(self.probe.cpu.machine, self.seg, self.step, self.roles))
         self.abort_all()
         raise StressAbort("deadlock: no CPU can run")
 

@@ -184,14 +184,17 @@ def wait_cycle(machine: "Machine", snaps: list[CpuSnapshot]) -> list[int]:
     return []
 
 
-def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...]) -> str:
+def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...],
+                   roles: Mapping[int, str] | None = None) -> str:
     """What tells one deadlock from another (Finding.identity): each CPU of the ``cycle``'s call
     without its arguments and the state of the granule it waits for, in sorted order
     (``RMI_DATA_CREATE_UNKNOWN waits for RD and RMI_DATA_DESTROY waits for RTT``). No CPU number,
     which CPU comes first, granule address or step: a shrinking that replays the run with fewer
     switches changes those (the same two calls on the CPUs the other way round, another data
-    granule), not the calls and lock roles that deadlock."""
-    return " and ".join(sorted(wait_identity(snaps[cpu]) for cpu in cycle))
+    granule), not the calls and lock roles that deadlock. With ``roles`` (population.roles), the
+    realm each call is on and each waited-for granule is of, as in call_identity: two deadlocks of
+    the same calls, one in realm T and one in realm N, are two problems."""
+    return " and ".join(sorted(wait_identity(snaps[cpu], roles) for cpu in cycle))
 
 
 _FIRST_ARGUMENT = re.compile(r"\w+\((0x[0-9a-fA-F]+)")
@@ -229,7 +232,7 @@ def call_identity(s: CpuSnapshot, roles: Mapping[int, str] | None = None) -> str
     """A stuck call's identity, and a dead CPU's after how it failed: the call without its
     arguments, the kind of lock it waits for if it waits (wait_identity), and the kinds it
     holds, each once, sorted (``RMI_RTT_CREATE holding RD, RTT``). No CPU number or address.
-    With ``roles`` (population.roles: the stuck-call watchdogs have them), the realm its first
+    With ``roles`` (population.roles: every watchdog finding has them), the realm its first
     argument is and whose each granule of the population is (``RMI_RTT_CREATE on realm T
     holding RD of realm T, RTT``): two stuck calls of one command holding the same kinds of lock
     in two realms were one problem to shrinking. A granule the CPUs made has no role."""
@@ -239,22 +242,23 @@ def call_identity(s: CpuSnapshot, roles: Mapping[int, str] | None = None) -> str
     return head + (f" holding {', '.join(held)}" if held else "")
 
 
-def stuck_finding(machine: "Machine", seg: StressSegment, step: int) -> Finding:
-    """Deterministic mode: no CPU can run while some are blocked. Deadlock or leaked lock."""
+def stuck_finding(machine: "Machine", seg: StressSegment, step: int, roles: Mapping[int, str] | None = None) -> Finding:
+    """Deterministic mode: no CPU can run while some are blocked. Deadlock or leaked lock, its
+    identity naming the realms of ``roles`` (population.roles)."""
     snaps = snapshots(machine, seg)
     cycle = wait_cycle(machine, snaps)
     details = tuple(s.describe() for s in snaps)
     if cycle:
         chain = " -> ".join(f"CPU {c}" for c in cycle + cycle[:1])
         return Finding("watchdog", "deadlock", f"CPUs wait for each other's locks: {chain}", cycle[0], "", "",
-                       details, step, identity=cycle_identity(snaps, cycle))
+                       details, step, identity=cycle_identity(snaps, cycle, roles))
     blocked = [s for s in snaps if s.waiting_for >= 0]
     victim = blocked[0] if blocked else snaps[0]
     word, holder = _holder(machine, victim.waiting_for) if blocked else (0, -1)
     return Finding("watchdog", "leaked-lock",
                    f"CPU {victim.cpu} waits for {victim.waiting_for:#x}, held by {owner_text(machine, word)}, "
                    f"which {'is not in a call' if holder >= 0 else 'is no CPU of this run'}",
-                   victim.cpu, victim.call, "", details, step, identity=wait_identity(victim))
+                   victim.cpu, victim.call, "", details, step, identity=wait_identity(victim, roles))
 
 
 _Suspect = tuple[str, tuple[int, ...], tuple[tuple[int, int], ...]]
@@ -269,7 +273,7 @@ class Watchdog:
         self.machine = machine
         self.cpu_bound_s = cpu_bound_s
         self.roles = roles or {}
-        """The population's roles (population.roles), which a stuck call's identity names."""
+        """The population's roles (population.roles), which its findings' identities name."""
         self._suspect: _Suspect | None = None
         self._spins: dict[int, int] = {}
         self._calls: dict[int, tuple[int, float]] = {}
@@ -323,12 +327,12 @@ class Watchdog:
         if kind == "deadlock":
             chain = " -> ".join(f"CPU {c}" for c in cpus + cpus[:1])
             return Finding("watchdog", "deadlock", f"CPUs wait for each other's locks: {chain}", cpus[0], "", "",
-                           details, identity=cycle_identity(snaps, cpus))
+                           details, identity=cycle_identity(snaps, cpus, self.roles))
         victim = snaps[cpus[0]]
         word, _ = _holder(self.machine, victim.waiting_for)
         return Finding("watchdog", "leaked-lock", f"CPU {victim.cpu} waits for {victim.waiting_for:#x}, held by "
                        f"{owner_text(self.machine, word)}, which is not in a call", victim.cpu, victim.call, "",
-                       details, identity=wait_identity(victim))
+                       details, identity=wait_identity(victim, self.roles))
 
     def _stuck_call(self, snaps: list[CpuSnapshot]) -> Finding | None:
         for s in snaps:

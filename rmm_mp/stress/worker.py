@@ -39,7 +39,7 @@ from rmm_mp.stress.findings import (AT_QUIESCENT, Finding, call_name, invariant_
                                     without_run_values)
 from rmm_mp.stress.lockdep import Edge, LockOrder
 from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
-from rmm_mp.stress.population import Population
+from rmm_mp.stress.population import Population, roles
 from rmm_mp.stress.probe import Probe, StressAbort
 from rmm_mp.stress.sched import SchedPlan, Scheduler
 from rmm_mp.stress.shared import ABSENT, DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_FREE, READY, StressSegment
@@ -188,7 +188,8 @@ def _scheduler(cpu: "Cpu", plan: CpuPlan, seg: StressSegment, probe: Probe) -> S
     assert plan.sched is not None
     load = cpu.granules._load
     sched = Scheduler(seg, cpu.id, plan.sched, tuple(c.fileno() for c in plan.wakes), plan.parks[cpu.id].fileno(),
-                      lambda idx: load(idx << 3), probe)
+                      lambda idx: load(idx << 3), probe,
+                      roles=roles(plan.population) if isinstance(plan.population, Population) else {})
     if plan.sched.quiescent_every:
         sched.on_quiescent = lambda: _quiescent_check(cpu, probe, seg)
     instrument.install_scheduler(probe, sched)

@@ -18,7 +18,8 @@ from rmm_mp.stress import worker
 from rmm_mp.stress.findings import Finding, failure_kind, raised_in
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.shrink import ShrinkResult, shrink
-from rmm_mp.stress.watchdog import CpuSnapshot, Watchdog, call_identity
+from rmm_mp.stress import watchdog
+from rmm_mp.stress.watchdog import CpuSnapshot, Watchdog, call_identity, cycle_identity
 
 RD, RTT, DATA = 0x8008F000, 0x80090000, 0x804DF000
 CFG = StressConfig(workload="tables", seed=0, schedule="random", steps=3000, seconds=120, checkers=("watchdog",))
@@ -60,8 +61,41 @@ def test_two_stuck_calls_holding_the_same_kinds_of_lock_are_told_apart_by_their_
     assert call_identity(in_t, roles) != call_identity(in_n, roles)
     assert call_identity(snap(N_RD, (N_RD,), N_ROOT), roles) == \
         "RMI_RTT_CREATE on realm N waits for RTT of realm N holding RD of realm N"
-    # Without roles (a dead CPU's identity, a deadlock's), as before.
+    # Without roles (a population of none of the stress tool's realms), as before.
     assert call_identity(in_t) == call_identity(in_n) == "RMI_RTT_CREATE holding RD, RTT"
+
+
+def test_every_watchdog_finding_with_no_site_names_the_realms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deadlocks (deterministic: stuck_finding; free-running: the Watchdog's look), a leaked lock
+    seen from its waiter and a dead CPU name the realm of the population's roles, as a stuck call
+    does: the same deadlock (dead CPU) in realm T and in realm N were one problem to shrinking,
+    as only the stuck-call identity had the roles. (Each assertion failed before: no realm named.)"""
+    T_RD, N_RD = RD, 0x80200000
+    labels = {T_RD: "realm T", N_RD: "realm N"}
+
+    def pair(rd: int) -> list[CpuSnapshot]:
+        """CPU 0 holds the RD and waits for CPU 1's RTT, CPU 1 the other way round."""
+        states = ((rd, "RD"), (RTT, "RTT"))
+        return [CpuSnapshot(0, "blocked", f"RMI_DATA_CREATE({rd:#x}, 0x804df000)", RTT, (rd,), (), states),
+                CpuSnapshot(1, "blocked", f"RMI_DATA_DESTROY({rd:#x}, 0x0)", rd, (RTT,), (), states)]
+    want = "RMI_DATA_CREATE on realm {0} waits for RTT and RMI_DATA_DESTROY on realm {0} waits for RD of realm {0}"
+    assert cycle_identity(pair(T_RD), [0, 1], labels) == want.format("T")
+    assert cycle_identity(pair(N_RD), [1, 0], labels) == want.format("N")
+    with Machine.create("host", cpus=2) as m:
+        dog = Watchdog(m, roles=labels)
+        found = dog._finding(("deadlock", (0, 1), ()), pair(N_RD))
+        assert found.identity == want.format("N"), found.identity
+        leaked = dog._finding(("leaked-lock", (1,), ()), pair(T_RD))
+        assert leaked.identity == "RMI_DATA_DESTROY on realm T waits for RD of realm T", leaked.identity
+        snaps = pair(T_RD)
+        monkeypatch.setattr(watchdog, "snapshots", lambda machine, seg: snaps)
+        monkeypatch.setattr(watchdog, "wait_cycle", lambda machine, s: [0, 1])
+        stuck = watchdog.stuck_finding(m, None, 7, labels)  # type: ignore[arg-type]
+        assert stuck.identity == want.format("T"), stuck.identity
+        monkeypatch.setattr(ending, "snapshots", lambda machine, dead: snaps)
+        died = ending._failure(CpuFailure(1, "was killed by SIGKILL", "", ()), m, {1}, (), labels)
+    assert died.identity == "was killed by SIGKILL in RMI_DATA_DESTROY on realm T waits for RD of realm T holding RTT", \
+        died.identity
 
 
 def test_the_populations_roles_are_the_same_on_every_build() -> None:

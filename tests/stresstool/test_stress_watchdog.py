@@ -458,7 +458,7 @@ def test_a_waiter_terminated_behind_a_stopped_holder_is_stuck_behind_it(machine:
     _publish_wait(machine, 1, LEAKED, 1000)
     seg = StressSegment.create(machine.name, 2, MODE_FREE, 0, 0, 1)
     sup = SimpleNamespace(plan=None, timed_out=False, started=False, stopping=None, stopped_cpu=None, findings=[],
-                          ready_at=0.0, first=-1, quiescent_checks=0, startup_s=0.6)
+                          ready_at=0.0, first=-1, quiescent_checks=0, startup_s=0.6, roles={})
     result = RunResult({}, (CpuFailure(0, how, "", (holder.addr(LEAKED),), terminated=True),
                             CpuFailure(1, how, "", (), terminated=True)), False, 10.7, "time is up")
     config = StressConfig(workload="mixed", cpus=2, seconds=5, checkers=("watchdog",))
@@ -501,7 +501,7 @@ def test_a_chain_of_waiters_behind_a_stopped_holder_is_folded_whole(machine: Mac
     _publish_wait(machine, 2, LEAKED + 1, 1000)
     seg = StressSegment.create(machine.name, 3, MODE_FREE, 0, 0, 1)
     sup = SimpleNamespace(plan=None, timed_out=False, started=False, stopping=None, stopped_cpu=None, findings=[],
-                          ready_at=0.0, first=-1, quiescent_checks=0, startup_s=0.6)
+                          ready_at=0.0, first=-1, quiescent_checks=0, startup_s=0.6, roles={})
     result = RunResult({}, (CpuFailure(0, how, "", (first.addr(LEAKED),), terminated=True),
                             CpuFailure(1, how, "", (second.addr(LEAKED + 1),), terminated=True),
                             CpuFailure(2, how, "", (), terminated=True)), False, 10.7, "time is up")
