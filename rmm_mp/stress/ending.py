@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 from rmm_mp.check import Violation, invariants
 from rmm_mp.machine import Machine
 from rmm_mp.cpu_outcome import CpuFailure, RunResult
-from rmm_mp.hw.granule import CLASSES
 from rmm_mp.stress import lockdep
 from rmm_mp.stress.bugs import BUG_INDEX
 from rmm_mp.stress.config import StressConfig
@@ -22,6 +21,7 @@ from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.shared import ABSENT, END_ABORT, END_RUNNING, StressSegment
 from rmm_mp.stress.watchdog import call_identity, owner_cpu, snapshots
 from rmm_mp.stress.worker import CpuResult
+from rmm_mp.workload.report import collect_locks
 from rmm_mp.interrupts import Interrupts
 from rmm_mp import words
 
@@ -185,20 +185,19 @@ def _published_locks(machine: Machine, cpus: Iterable[int]) -> dict[int, tuple[i
     """The lock figures (acquired, contended, wait_ns, max_wait_ns) the CPUs' EL3 last published
     in their CPU areas (el3.monitor publish_lock_stats), for those that returned no result: what
     they had before they died, of their own granule locks (not their host's NS copies'). A CPU
-    that published no acquisition (it died before its first flush) has none. All four come from
-    the per-class records, each published whole with one store, as workload.report.collect_locks
-    reads them: EL3 stores its overall record apart, before them, and a CPU killed in between
-    left a contended count from the newer record over acquisitions from the older ones."""
+    that published no acquisition (it died before its first flush) has none. All four are summed
+    from the per-class records as workload.report.collect_locks reads them (a class with no
+    acquisition has no contention either: a lock counts its acquisition first), not taken from
+    the overall record: EL3 writes that apart, before the per-class ones, and a CPU killed in
+    between left a contended count from the newer record over acquisitions from the older ones.
+    Each per-class record is written with one 32-byte copy (LOCK_CLASS.pack_into), not an atomic
+    store: only a kill inside that copy could leave one record's four figures of two flushes."""
     out = {}
-    for cpu in cpus:
-        area = machine.cpu_area(cpu)
-        try:
-            rows = area.lock_class_stats(CLASSES)
-        finally:
-            area.release()
-        acquired = sum(r[0] for r in rows)
-        if acquired:
-            out[cpu] = (acquired, sum(r[1] for r in rows), sum(r[2] for r in rows), max(r[3] for r in rows))
+    for cpu, classes in collect_locks(machine, list(cpus)).items():
+        rows = classes.values()
+        if rows:
+            out[cpu] = (sum(r.acquired for r in rows), sum(r.contended for r in rows), sum(r.wait_ns for r in rows),
+                        max(r.max_wait_ns for r in rows))
     return out
 
 
