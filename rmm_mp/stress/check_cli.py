@@ -126,11 +126,13 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         # wording: the argument was wrong, so said as run's WORKLOAD or platform show's NAME is.
         if str(exc).startswith("name = "):
             raise click.UsageError(f"command line: MACHINE_NAME = {str(exc).removeprefix('name = ')}") from None
-        # Every other refusal is printed as clean, run and explore print theirs: "Error: " and its
-        # type ("MachineError: ..."); no such machine read "Error: no machine named ..." alone.
+        # attach words every other refusal as a MachineError (the branch below): a ValueError not
+        # about the name is none of its known refusals, and is printed as they are, its type named.
         echo(f"Error: {type(exc).__name__}: {exc}", err=True)
         decided(2)
     except MachineError as exc:
+        # Every refusal is printed as clean, run and explore print theirs: "Error: " and its type
+        # ("MachineError: ..."); no such machine read "Error: no machine named ..." alone.
         # A segment directory that is missing or no directory is named as `rmm-mp clean` names
         # it: attach said "no machine named NAME in DIR (it was closed, or never existed)".
         shown = exc

@@ -2559,3 +2559,16 @@ def test_the_summary_says_plainly_when_cpus_that_returned_no_result_had_counted_
     some = StressReport(StressConfig(), (), "time", 1.0, {2: 4}, unreported=(0,), unreported_ops={0: 7})
     assert "4 operations (over the CPUs that returned a result; 7 more counted in shared memory by CPU 0, which " \
            "returned none) in 1.0 s" in some.summary(), some.summary()
+
+
+def test_check_prints_a_stray_valueerror_of_attach_as_its_other_refusals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test-only: attach refuses a name with a ValueError ("name = ..."), a usage error, and
+    words every other refusal as a MachineError; a ValueError of another kind (none is known) is
+    printed as those are, its type named, exit status 2, no traceback."""
+    def stray(name: str) -> Machine:
+        raise ValueError("something else")
+    monkeypatch.setattr(Machine, "attach", staticmethod(stray))
+    res = CliRunner().invoke(check, ["rmm-mp-1234-0a1b2c3d"])
+    assert res.exit_code == 2 and res.output.rstrip().splitlines()[-1] == "Error: ValueError: something else", \
+        res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
