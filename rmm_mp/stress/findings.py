@@ -133,6 +133,27 @@ class Finding:
                    data.get("site", ""), tuple(data.get("details", ())), data.get("step"))
 
 
+# A number a finding's text names, with its sign: hex with 0x or 0X; a decimal fraction (1.25);
+# decimal, possibly grouped (1,000,000); or a bare run of at least 8 hex digits (an address without
+# its 0x, 8008f000). A digit inside a word (s2tt, x86, L3) is no number of its own, and a '-' after
+# a word character (a range, 0x1000-0x2000; CPUs 0-1) is no sign: -2 and 2 are two numbers (an EL3
+# status, a delta), which read without the sign were one. One pattern for the two readers: the
+# replay's comparison of numbers (stress.schedule) and the masking of an error's text
+# (masked_numbers), which with patterns of their own saw '1.25', '0X1F' and '1,024' apart.
+BARE_HEX_DIGITS = 8
+"""The fewest digits a number without 0x may be read as hex: a granule address's (the DRAM base
+0x80000000), not a count's or an index's, whose 10 and 16 must stay two numbers."""
+NUMBER = re.compile(r"(?:(?<![\w-])(?P<sign>-))?\b(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<fraction>\d+\.\d+)"
+                    r"|(?P<grouped>\d{1,3}(?:,\d{3})+)"
+                    rf"|(?=[0-9a-fA-F]*\d)(?P<bare>[0-9a-fA-F]{{{BARE_HEX_DIGITS},}})|(?P<plain>\d+))\b")
+
+
+def masked_numbers(text: str) -> str:
+    """``text`` with each number NUMBER finds, its sign with it, replaced by ``?`` (``vCPU 4097``,
+    ``pa=0x80123000``, ``1.25 s``, ``1,024 bytes``), not one inside a name (``RMI_ERROR_RTT``, ``L3``)."""
+    return NUMBER.sub("?", text)
+
+
 _SOURCE_LINE = re.compile(r'(\.py:)\d+|(File "[^"]*", line )\d+')
 
 

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shlex
 from collections import Counter, deque
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from rmm_mp.stress.config import (
     CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
 )
 from rmm_mp.stress.findings import CHECKERS as FINDING_CHECKERS
-from rmm_mp.stress.findings import Finding, without_lines, without_run_values
+from rmm_mp.stress.findings import NUMBER, Finding, without_lines, without_run_values
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.population import POPULATIONS
 from rmm_mp.stress.report import StressReport
@@ -309,24 +309,12 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     return ReplayVerdict(file, verdict, recorded, report.findings, moved, reworded)
 
 
-# A number a finding's text names, with its sign: hex with 0x; decimal, possibly grouped
-# (1,000,000); or a bare run of at least 8 hex digits (an address without its 0x, 8008f000). A
-# digit inside a word (s2tt, x86) is no number of its own, and a '-' after a word character (a
-# range, 0x1000-0x2000; CPUs 0-1) is no sign: -2 and 2 are two numbers (an EL3 status, a
-# delta), which read without the sign were one.
-_BARE_HEX_DIGITS = 8
-"""The fewest digits a number without 0x may be read as hex: a granule address's (the DRAM base
-0x80000000), not a count's or an index's, whose 10 and 16 must stay two numbers."""
-_NUMBER = re.compile(r"(?:(?<![\w-])(-))?\b(?:0[xX]([0-9a-fA-F]+)|(\d{1,3}(?:,\d{3})+)"
-                     rf"|(?=[0-9a-fA-F]*\d)([0-9a-fA-F]{{{_BARE_HEX_DIGITS},}})|(\d+))\b")
-
-
 @dataclass(frozen=True)
 class _Number:
     """A number a finding's text names: the values it may be, and, for a bare run of hex digits
     (no 0x), its value read as hex."""
 
-    values: frozenset[int]
+    values: frozenset[int | Fraction]
     bare: int | None = None
 
     def may_be(self, other: "_Number") -> bool:
@@ -340,16 +328,19 @@ class _Number:
 
 def _numbers(text: str) -> tuple[_Number, ...]:
     """The numbers ``text`` names, in order, each as the values it may be: 0x10 and 16 are the
-    same number, -2 and 2 are not; a bare run of 8 or more digits may be decimal or an address
-    written without its 0x (82000000 is 82,000,000 or 0x82000000), one with a letter is hex
-    (8008f000); two bare runs are read alike (_Number.may_be)."""
+    same number, -2 and 2 are not, 1.25 is one (findings.NUMBER); a bare run of 8 or more digits
+    may be decimal or an address written without its 0x (82000000 is 82,000,000 or 0x82000000),
+    one with a letter is hex (8008f000); two bare runs are read alike (_Number.may_be)."""
     out = []
-    for m in _NUMBER.finditer(text):
-        sign = -1 if m.group(1) else 1
-        hexed, grouped, bare, plain = m.group(2), m.group(3), m.group(4), m.group(5)
+    for m in NUMBER.finditer(text):
+        sign = -1 if m["sign"] else 1
+        hexed, fraction, grouped, bare, plain = m["hex"], m["fraction"], m["grouped"], m["bare"], m["plain"]
         bare_value = None
+        values: set[int | Fraction]
         if hexed is not None:
             values = {int(hexed, 16)}
+        elif fraction is not None:
+            values = {Fraction(fraction)}
         elif grouped is not None:
             values = {int(grouped.replace(",", ""))}
         elif bare is not None:

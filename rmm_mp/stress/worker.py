@@ -35,8 +35,8 @@ from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import bugs, instrument, ownership
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import (AT_QUIESCENT, Finding, call_name, invariant_finding, raised_at, without_lines,
-                                    without_run_values)
+from rmm_mp.stress.findings import (AT_QUIESCENT, Finding, call_name, invariant_finding, masked_numbers, raised_at,
+                                    without_lines, without_run_values)
 from rmm_mp.stress.lockdep import Edge, LockOrder
 from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
 from rmm_mp.stress.population import Population, roles
@@ -284,10 +284,6 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
     return "finding"
 
 
-_NUMBER = re.compile(r"(?<![\w.])-?(?:0x[0-9a-fA-F]+|\d+)\b")
-"""A number in an error's text (``vCPU 4097``, ``pa=0x80123000``, ``count=2``), not one inside a
-name (``RMI_ERROR_RTT``, ``L3``)."""
-
 
 def exception_finding(exc: Exception, cpu_id: int, step: int | None) -> Finding:
     """The finding of an error of the host side that ended this CPU's run (HostError, ...): its
@@ -305,7 +301,7 @@ def exception_finding(exc: Exception, cpu_id: int, step: int | None) -> Finding:
         identity += f" ({getattr(exc, 'command', '?')} returned {status_name(x0)})"
     else:
         # Run values first: masked before, a machine name's pid went and its random hex stayed.
-        identity += f" ({_NUMBER.sub('?', without_run_values(str(exc)))})"
+        identity += f" ({masked_numbers(without_run_values(str(exc)))})"
     return Finding("functional", type(exc).__name__, str(exc), cpu_id, "", "", (), step, identity=identity)
 
 

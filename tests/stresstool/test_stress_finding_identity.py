@@ -468,3 +468,22 @@ def test_a_failed_vcpus_identity_leaves_out_its_vcpu_address_and_syndrome() -> N
     assert one == other == "RMI_REC_ENTER: SYNC exit with ESR ? (EC 0x24) at IPA ?: not a fault", one
     assert vcpu_identity("realm slot 3 REC 1: data abort at IPA 0x1000 with DFSC 0x21: not a translation") \
         != vcpu_identity("realm slot 3 REC 1: data abort at IPA 0x1000 with DFSC 0x22: not a translation")
+
+
+def test_an_errors_text_masks_every_number_as_a_replay_reads_it() -> None:
+    """worker.exception_finding masks numbers with findings.NUMBER, the pattern the replay's
+    comparison reads them with (stress.schedule): a decimal fraction, hex written 0X and a grouped
+    decimal are one number each, masked whole, a bare address too. Its own pattern left '1.25' as
+    '?.25', '0X1F' whole and '1,024' as '?,?' (so 0.5 s and 1.25 s were two problems)."""
+    from rmm_mp.stress.findings import masked_numbers
+    assert masked_numbers("waited 1.25 s for 0X1F of 1,024 at 8008f000") == "waited ? s for ? of ? at ?"
+    assert masked_numbers("vCPU -5 of x-5, 0x1000-0x2000, CPUs 1,2 in L3 of s2tt (RMI_ERROR_RTT)") == \
+        "vCPU ? of x-?, ?-?, CPUs ?,? in L3 of s2tt (RMI_ERROR_RTT)"
+    from rmm_mp.host.runqueue import RunQueueError
+
+    def finding(text: str) -> Finding:
+        try:
+            raise RunQueueError(text)
+        except RunQueueError as exc:
+            return worker.exception_finding(exc, 0, 3)
+    assert finding("waited 0.5 s for 0X1F of 2,048").key() == finding("waited 1.25 s for 0X20 of 1,024").key()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
@@ -1200,3 +1201,14 @@ def test_a_shrink_line_of_a_short_finding_is_the_whole_headline() -> None:
         finding = Finding("watchdog", "deadlock", message, 0, step=2436)
         report = StressReport(cfg, (finding,), "aborted", 0.0, {}, steps=2436)
         assert _brief(report) == finding.headline(), message
+
+
+def test_a_decimal_fraction_is_one_number_to_a_rewording() -> None:
+    """findings.NUMBER, shared with the masking of an error's text: '1.25' is one number (5/4), so
+    `1.25 s` against a replay's `1.5 s` is no rewording of it, and `1.25 s` worded otherwise is.
+    Read before as two numbers, 1 and 25, and `1.25` was the same numbers as `1, 25`."""
+    numbers = schedule_file._numbers
+    assert [n.values for n in numbers("1.25 s, 0X1F, 1,024")] == [{Fraction(5, 4)}, {0x1F}, {1024}]
+    assert [n.values for n in numbers("-1.5")] == [{Fraction(-3, 2)}]
+    assert not numbers("1.25")[0].may_be(numbers("1.5")[0]) and numbers("1.0")[0].may_be(numbers("1")[0])
+    assert len(numbers("1, 25")) == 2
