@@ -231,14 +231,14 @@ class NsAccess:
         if pa + size > memory.end:
             # The fault names the first failing byte: a non-NS granule before the end (the `host`
             # platform's DRAM ends in its Secure region) comes first. Read without locks: the
-            # access faults whatever a concurrent DELEGATE does, and copies nothing.
+            # access faults whatever a concurrent DELEGATE does, and copies nothing. The entries
+            # read are the access's own granules in DRAM: as it runs past DRAM's end, they end
+            # with the GPT (one entry per DRAM granule).
             first = (pa - memory.base) >> 12
             entries = bytes(self.gpt.buf[first:self.gpt.count])
             ns_run = len(entries) - len(entries.lstrip(bytes((_NS_PAS,))))
             if ns_run < len(entries):
-                idx = first + ns_run
-                raise GranuleProtectionFault(max(pa, self.table.addr(idx)),
-                                             f"granule is in the {Pas(entries[ns_run]).name} PAS")
+                raise self._pas_fault(pa, first + ns_run, entries[ns_run])
             raise GranuleProtectionFault(memory.end, "not DRAM (the access runs past the end of DRAM)")
         return range((pa - memory.base) >> 12, ((pa + size - 1 - memory.base) >> 12) + 1)
 
@@ -257,7 +257,7 @@ class NsAccess:
                 held += 1
                 pas = gpt.pas(idx)
                 if pas != _NS_PAS:
-                    raise GranuleProtectionFault(max(pa, table.addr(idx)), f"granule is in the {Pas(pas).name} PAS")
+                    raise self._pas_fault(pa, idx, pas)
         except BaseException:
             self._unlock_all(indices[:held])
             raise
@@ -281,11 +281,11 @@ class NsAccess:
                     table.unlock(idx)
             raise
 
-    @staticmethod
-    def _single_fault(pa: int, pas: int) -> GranuleProtectionFault:
-        """The one-granule path's fault (read, write) for an access at ``pa``: its granule is in
-        PAS ``pas``, not NS (raised inside the try whose finally releases the granule's lock)."""
-        return GranuleProtectionFault(pa, f"granule is in the {Pas(pas).name} PAS")
+    def _pas_fault(self, pa: int, idx: int, pas: int) -> GranuleProtectionFault:
+        """The fault of an access at ``pa`` whose granule ``idx`` is in PAS ``pas``, not NS, at
+        the access's first byte in that granule: ``pa`` itself in its first granule, the
+        granule's base in a later one. Every path's (one granule, several, past DRAM's end)."""
+        return GranuleProtectionFault(max(pa, self.table.addr(idx)), f"granule is in the {Pas(pas).name} PAS")
 
     def read(self, pa: int, size: int) -> bytes:
         memory = self.memory
@@ -307,7 +307,7 @@ class NsAccess:
             try:
                 pas = self.gpt.pas(idx)
                 if pas != _NS_PAS:
-                    raise self._single_fault(pa, pas)
+                    raise self._pas_fault(pa, idx, pas)
                 return bytes(memory.buf[offset:offset + size])
             finally:
                 table.unlock(idx)
@@ -332,7 +332,7 @@ class NsAccess:
             try:
                 pas = self.gpt.pas(idx)
                 if pas != _NS_PAS:
-                    raise self._single_fault(pa, pas)
+                    raise self._pas_fault(pa, idx, pas)
                 return layout.unpack_from(memory.buf, offset)
             finally:
                 table.unlock(idx)
@@ -354,7 +354,7 @@ class NsAccess:
         try:
             pas = self.gpt.pas(idx)
             if pas != _NS_PAS:
-                raise self._single_fault(self.memory.base + (idx << 12) + offset, pas)
+                raise self._pas_fault(self.memory.base + (idx << 12) + offset, idx, pas)
             layout.pack_values_into(self.memory.buf, (idx << 12) + offset, values)
         finally:
             table.unlock(idx)
@@ -370,7 +370,7 @@ class NsAccess:
             try:
                 pas = self.gpt.pas(idx)
                 if pas != _NS_PAS:
-                    raise self._single_fault(pa, pas)
+                    raise self._pas_fault(pa, idx, pas)
                 memory.buf[offset:offset + size] = data
             finally:
                 table.unlock(idx)
