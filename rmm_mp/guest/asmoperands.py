@@ -68,11 +68,20 @@ def expression(text: str, declared: Collection[str]) -> bool:
     """Whether ``text`` is an expression whose names all are in ``declared`` (its value apart):
     '#text' as an immediate assembles, if the value fits. A register's name is no such name
     unless the source defines it as a label or .equ name (which it may)."""
+    return _not_expression(text, declared) is None
+
+
+def _not_expression(text: str, declared: Collection[str]) -> str | None:
+    """None if ``text`` is an expression whose names all are in ``declared`` (``expression``);
+    else why not, for a message: ' (there is no '/' operator)', ' (unknown label or constant
+    'name')', or '' where the reason is only that it does not parse."""
     try:
         items = expr.postfix(text)
     except expr.ExprError:
-        return False
-    return all(not isinstance(item, str) or not NAME.fullmatch(item) or item in declared for item in items)
+        return " (there is no '/' operator)" if "/" in text else ""
+    unknown = next((item for item in items if isinstance(item, str) and NAME.fullmatch(item)
+                    and item not in declared), None)
+    return None if unknown is None else f" (unknown label or constant {_quoted(unknown)})"
 
 
 NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
@@ -161,16 +170,9 @@ def _unseparated(operand: tuple[str, str | None], declared: Collection[str], val
     if REG.fullmatch(rest.strip().lower()) and rest.strip() not in declared:
         return _Unseparated("")
     offset = rest[1:] if rest.startswith("#") else rest
-    try:
-        items = expr.postfix(offset)
-    except expr.ExprError:
-        division = " (there is no '/' operator)" if "/" in offset else ""
-        return _Unseparated("", "an offset that is an expression of numbers, labels, .equ names and '.'", division)
-    unknown = next((item for item in items if isinstance(item, str) and NAME.fullmatch(item)
-                    and item not in declared), None)
-    if unknown is not None:
-        return _Unseparated("", "an offset of numbers, labels, .equ names and '.'",
-                            f" (unknown label or constant {_quoted(unknown)})")
+    why = _not_expression(offset, declared)
+    if why is not None:
+        return _Unseparated("", "an offset that is an expression of numbers, labels, .equ names and '.'", why)
     try:
         known = value(offset.strip())
     except expr.ExprError as exc:

@@ -173,11 +173,12 @@ def test_a_trailing_comma_after_a_memory_operand_is_not_told_the_post_index_form
                                              ("ldr x0, [x1 #nope]", " (unknown label or constant 'nope')")])
 def test_an_unseparated_offset_that_is_no_expression_is_told_its_comma_not_a_register(source: str, why: str) -> None:
     """'[x1 1/0]' was told "expected a register x0..x30, lr or xzr, got 'x1 1/0'": it is a ','
-    left out and an offset that is no expression (there is no '/')."""
+    left out and an offset that is no expression (there is no '/'). One expectation, worded one
+    way whatever the offset lacks (an unknown name was told "an offset of numbers, labels, ...")."""
     message = _message(source)
     operand = source[source.index("["):]
     assert message.startswith("expected a ',' between the base register and the offset of a memory operand and an "
-                              "offset "), message
+                              "offset that is an expression of numbers, labels, .equ names and '.', got "), message
     assert message.endswith(f"got {operand!r}{why}"), message
     assert "expected a register" not in message, message
 
