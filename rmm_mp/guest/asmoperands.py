@@ -3,9 +3,10 @@ author who wrote an operand as GNU as would (a post- or pre-index form, a ',' or
 out) or GNU as's names of .align (.balign, .p2align). rmm_mp.guest.assembler encodes what these
 functions return.
 
-This module owns those operand shapes and their messages. It must not evaluate an expression
-nor encode anything (both are the assembler's); it parses one (expr.postfix), and asks the
-assembler for its value where known, only to suggest no text that would not assemble."""
+This module owns those operand shapes and their messages, and how every assembler message
+quotes an operand (quoted). It must not evaluate an expression nor encode anything (both are
+the assembler's); it parses one (expr.postfix), and asks the assembler for its value where
+known, only to suggest no text that would not assemble."""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ IMM_RANGE = range(-(1 << 31), 1 << 31)
 """The values a '#imm' operand or offset takes (32 bits, signed)."""
 
 
-def _quoted(text: str) -> str:
-    """text for a message: shortened as expr.short does, and escaped (a '\\v' is not printed raw)."""
+def quoted(text: str) -> str:
+    """text for a message: shortened as expr.short does, and escaped (a '\\v' is not printed raw):
+    every quoted operand of the assembler's messages (rmm_mp.guest.assembler's too)."""
     return repr(short(text))
 
 # The end of an error about a GNU as memory operand that writes its address back to the base: no
@@ -58,10 +60,10 @@ def immediate_hint(text: str, declared: Collection[str], value: Value, op: str |
         if not -(1 << 63) <= known < 1 << 64:
             return ""
         if op == "mov":
-            return f" (a value past 32 signed bits is written with '=': {_quoted('=' + written)})"
-        return f" ({_quoted('#' + written)} would not fit 32 signed bits: load it with 'mov xd, =value' first)"
+            return f" (a value past 32 signed bits is written with '=': {quoted('=' + written)})"
+        return f" ({quoted('#' + written)} would not fit 32 signed bits: load it with 'mov xd, =value' first)"
     # repr and shortened, as the text quoted before it: a '\v' between words is escaped, not printed
-    return f" (an immediate is written with '#': {_quoted('#' + written)})"
+    return f" (an immediate is written with '#': {quoted('#' + written)})"
 
 
 def expression(text: str, declared: Collection[str]) -> bool:
@@ -81,7 +83,7 @@ def _not_expression(text: str, declared: Collection[str]) -> str | None:
         return " (there is no '/' operator)" if "/" in text else ""
     unknown = next((item for item in items if isinstance(item, str) and NAME.fullmatch(item)
                     and item not in declared), None)
-    return None if unknown is None else f" (unknown label or constant {_quoted(unknown)})"
+    return None if unknown is None else f" (unknown label or constant {quoted(unknown)})"
 
 
 NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
@@ -96,7 +98,7 @@ def address_operand(line: Line, registers: int, declared: Collection[str], value
     expression's value where known, so that no offset is suggested that is too big for one."""
     args = line.args
     if len(args) != registers + 1:
-        got = _quoted(", ".join(args)) if args else "no operand"
+        got = quoted(", ".join(args)) if args else "no operand"
         post = ""
         if len(args) == registers + 2 and memory_operand(args[registers]) is not None:
             # '[x2], 8' as well as '[x2], #8': the '#' it lacks is named too, not left for the next try; and
@@ -117,26 +119,26 @@ def address_operand(line: Line, registers: int, declared: Collection[str], value
         if found is not None and found.meant:
             # '[x2 #8]!': the ',' it lacks is named as for '[x2 #8]', not only the '!'; quoted (and so
             # escaped: an offset holding a '\v' was printed raw) as the operand it got
-            example = f"{_quoted(found.meant)} (a ',' between the base register and the offset, and no '!')"
+            example = f"{quoted(found.meant)} (a ',' between the base register and the offset, and no '!')"
         elif found is not None and found.expected:
             # '[x2 #0x100000000]!': the ',' is named too, but no operand suggested (none would assemble)
             example, detail = f"[xn, #imm] (a ',' between the base register and the offset, {found.expected}, " \
                               f"and no '!')", found.detail
-        raise AssemblerError(line.number, f"expected a memory operand such as {example}, got {_quoted(text)}{detail}"
+        raise AssemblerError(line.number, f"expected a memory operand such as {example}, got {quoted(text)}{detail}"
                                           f"{_WRITEBACK.format('pre', '[xn, #imm]!') if inner else ''}")
     found = _unseparated(operand, declared, value)
     if found is None:
         return operand
     if found.meant:
         raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
-                                          f"operand, as in {_quoted(found.meant)}, got {_quoted(text)}")
+                                          f"operand, as in {quoted(found.meant)}, got {quoted(text)}")
     if not found.expected:
         raise AssemblerError(line.number, f"expected a memory operand [xn] or [xn, #imm] (no register "
-                                          f"offset), got {_quoted(text)}")
+                                          f"offset), got {quoted(text)}")
     # '[x2 #0x100000000]', '[x2 8 % 0]' or '[x1 1/0]': the ',' is named still (the register check
     # would call 'x1 1/0' a misspelt register), but no operand is suggested, as none would assemble
     raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
-                                      f"operand and {found.expected}, got {_quoted(text)}{found.detail}")
+                                      f"operand and {found.expected}, got {quoted(text)}{found.detail}")
 
 
 class _Unseparated(NamedTuple):
@@ -204,6 +206,6 @@ def gnu_alignment(line: Line, value: int | None, most: int) -> AssemblerError:
         elif not 0 < value <= most:
             outside = f"; its {expr.shown(value, 10)} is outside 1..{most:#x} (the largest image)"
     extra = "; .align has no fill or max-skip operand: it pads with zeros" if len(line.args) > 1 else ""
-    return AssemblerError(line.number, f"{_quoted(line.written)} is GNU as's; expected '.align {count}' (a number "
+    return AssemblerError(line.number, f"{quoted(line.written)} is GNU as's; expected '.align {count}' (a number "
                                        f"of bytes, a power of two: this assembler's .align is GNU as's .balign)"
                                        f"{outside}{extra}")

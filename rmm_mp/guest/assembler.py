@@ -22,8 +22,8 @@ from rmm_mp.guest import expr
 from rmm_mp.guest.asmlines import AssemblerError, Line as _Line, ascii_upper as _ascii_upper
 from rmm_mp.guest.asmlines import parse_line as _parse
 from rmm_mp.guest.asmoperands import REG as _REG, address_operand, gnu_alignment, immediate_hint
+from rmm_mp.guest.asmoperands import quoted as _quoted
 from rmm_mp.guest.asmstrings import string_bytes
-from rmm_mp.guest.expr import short as _short
 from rmm_mp.guest.expr import shown as _shown
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, ZR, Cond, Op, SysReg, encode
 
@@ -175,7 +175,7 @@ class _Assembler:
 
     def _equ(self, line: _Line) -> None:
         if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0], re.ASCII):
-            got = f", got {_short(', '.join(line.args))!r}" if line.args else ", got no operand"
+            got = f", got {_quoted(', '.join(line.args))}" if line.args else ", got no operand"
             raise AssemblerError(line.number, f"expected '.equ NAME, value' (a NAME starts with an ASCII letter or _ "
                                               f"and goes on with ASCII letters, digits or _){got}")
         self._define(line, line.args[0], self._value(line, line.args[1]))
@@ -262,7 +262,7 @@ class _Assembler:
                 # Signed or unsigned, as long as it fits: silently keeping the low bits of a
                 # larger value would hide a mistake (GNU as at least warns).
                 if not -(1 << (bits - 1)) <= value < 1 << bits:
-                    raise AssemblerError(line.number, f"{op} {_short(arg)!r} = {_shown(value)} does not fit "
+                    raise AssemblerError(line.number, f"{op} {_quoted(arg)} = {_shown(value)} does not fit "
                                                       f"{bits} bits; "
                                                       f"expected {-(1 << (bits - 1)):#x}..{(1 << bits) - 1:#x}")
                 values.append(value & ((1 << bits) - 1))
@@ -288,10 +288,10 @@ class _Assembler:
             # A label the line syntax did not take as one. Looked at first: 'b.eq:' (a label
             # named like a conditional branch) was taken for one, 'b.eq: takes 1 operand(s)'.
             if line.label is not None:
-                raise AssemblerError(line.number, f"a second label {_short(line.written)!r} after "
-                                                  f"{_short(line.label + ':')!r}: one label per line")
+                raise AssemblerError(line.number, f"a second label {_quoted(line.written)} after "
+                                                  f"{_quoted(line.label + ':')}: one label per line")
             dot = " (no '.', unlike GNU as's symbols)" if "." in op else ""
-            raise AssemblerError(line.number, f"{_short(line.written)!r} is no label: a label starts with an ASCII "
+            raise AssemblerError(line.number, f"{_quoted(line.written)} is no label: a label starts with an ASCII "
                                               f"letter or _ and goes on with ASCII letters, digits or _{dot}")
         if op == "nop":
             return [self._arity(line, 0) or encode(Op.NOP)]
@@ -304,7 +304,7 @@ class _Assembler:
             rd = self._reg(line, args[0])
             if args[1].startswith("#"):
                 raise AssemblerError(line.number, f"expected a label (or an expression giving an address) after "
-                                                  f"'{line.written} {args[0]},', got {_short(args[1])!r}: adr takes no "
+                                                  f"'{line.written} {args[0]},', got {_quoted(args[1])}: adr takes no "
                                                   f"'#' (for a value, write 'mov xd, =value')")
             return self._load_constant(rd, self._target(line, args[1], "adr target"))
         if op == "movk":
@@ -320,7 +320,7 @@ class _Assembler:
             shift = self._imm(line, args[2])
             if not 0 <= shift < 64:
                 value = "" if args[2][1:].strip() == str(shift) else f" = {shift}"   # '#N' alone hid N's value
-                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {_short(args[2])!r}{value}")
+                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {_quoted(args[2])}{value}")
             return [encode(Op.LSLI if op == "lsl" else Op.LSRI, self._reg(line, args[0]), self._reg(line, args[1]),
                            imm=shift)]
         if op == "mul":
@@ -346,14 +346,14 @@ class _Assembler:
                 cond = Cond[_ascii_upper(op[2:])]
             except KeyError:
                 raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, got "
-                                                  f"{_short(line.written)!r} (the assembler names {_NAMED_CONDITIONS})"
+                                                  f"{_quoted(line.written)} (the assembler names {_NAMED_CONDITIONS})"
                                      ) from None
             return encode(Op.BCOND, aux=cond, imm=self._branch(line, args[0], pc,
-                                                               f"the condition in {_short(line.written)!r}"))
+                                                               f"the condition in {_quoted(line.written)}"))
         if op in ("cbz", "cbnz"):
             self._arity(line, 2)
             return encode(Op.CBZ if op == "cbz" else Op.CBNZ, rn=self._reg(line, args[0]),
-                          imm=self._branch(line, args[1], pc, f"the register of {_short(line.written)!r}"))
+                          imm=self._branch(line, args[1], pc, f"the register of {_quoted(line.written)}"))
         if op == "ret":
             return self._arity(line, 0) or encode(Op.RET, rn=30)
         if op == "br":
@@ -368,7 +368,7 @@ class _Assembler:
             imm = self._imm(line, args[0])
             if not 0 <= imm <= 0xFFFF:
                 raise AssemblerError(line.number, f"expected an immediate in #0..#0xFFFF for {op}, "
-                                                  f"got {_short(args[0])!r}")
+                                                  f"got {_quoted(args[0])}")
             return encode(Op.SMC if op == "smc" else Op.HVC, imm=imm)
         if op in ("wfi", "wfe", "eret", "udf"):
             self._arity(line, 0)
@@ -386,7 +386,7 @@ class _Assembler:
         if op in (".balign", ".p2align"):
             raise gnu_alignment(line, self._alignment_value(line), MAX_IMAGE)
         # shortened and escaped as the operands quoted elsewhere: the op is all of a line with no blank
-        raise AssemblerError(line.number, f"unknown instruction {_short(line.written)!r}; see docs/guest-isa.md for "
+        raise AssemblerError(line.number, f"unknown instruction {_quoted(line.written)}; see docs/guest-isa.md for "
                                           "the list")
 
     def _alignment_value(self, line: _Line) -> int | None:
@@ -411,7 +411,7 @@ class _Assembler:
             raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]'")
         if not args[1].startswith("#"):
             # Not _imm: its 32-bit limit would hide the 16-bit one that the message below names.
-            raise AssemblerError(line.number, f"expected an immediate such as #42, got {_short(args[1])!r}")
+            raise AssemblerError(line.number, f"expected an immediate such as #42, got {_quoted(args[1])}")
         value = self._value(line, args[1][1:])
         shift = 0
         if len(args) == 3:
@@ -436,7 +436,7 @@ class _Assembler:
         """value (of op's operand text), if it fits 64 bits signed or unsigned: _load_constant
         keeps only the low 64 bits, which for a larger value would silently load another one."""
         if not -(1 << 63) <= value < 1 << 64:
-            raise AssemblerError(line.number, f"{op} {_short(text)!r} = {_shown(value)} does not fit 64 bits; expected "
+            raise AssemblerError(line.number, f"{op} {_quoted(text)} = {_shown(value)} does not fit 64 bits; expected "
                                               f"{-(1 << 63):#x}..{(1 << 64) - 1:#x}")
         return value
 
@@ -475,7 +475,7 @@ class _Assembler:
     def _arity(self, line: _Line, count: int) -> int:
         if len(line.args) != count:
             # The operands quoted: 'mov x1 #1' (a ',' left out) or a trailing ',' shows there.
-            got = f": {_short(', '.join(line.args))!r}" if line.args else ""
+            got = f": {_quoted(', '.join(line.args))}" if line.args else ""
             raise AssemblerError(line.number, f"{line.op} takes {count} operand(s), got {len(line.args)}{got}")
         return 0
 
@@ -491,7 +491,7 @@ class _Assembler:
             if re.fullmatch(r"w([0-9]|[12][0-9]|30)|wzr", text):
                 # (and a label or .equ name 'w1', which may stand as '#w1', keeps that hint too)
                 hint = f" (there are no 32-bit w registers: write 'x{text[1:]}'; ldrw and strw move 32 bits){hint}"
-            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {_short(written)!r}{hint}")
+            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {_quoted(written)}{hint}")
         if text == "xzr":
             return ZR
         return 30 if text == "lr" else int(text[1:])
@@ -502,20 +502,20 @@ class _Assembler:
             reg = SysReg[_ascii_upper(text.strip())]
         except KeyError:
             raise AssemblerError(line.number, f"expected a system register (vbar, elr, esr, far, mpidr), "
-                                              f"got {_short(text)!r}") from None
+                                              f"got {_quoted(text)}") from None
         if write and reg == SysReg.MPIDR:
             raise AssemblerError(line.number, "mpidr is read only; expected vbar, elr, esr or far")
         return int(reg)
 
     def _imm(self, line: _Line, text: str) -> int:
         if not text.startswith("#"):
-            raise AssemblerError(line.number, f"expected an immediate such as #42, got {_short(text)!r}")
+            raise AssemblerError(line.number, f"expected an immediate such as #42, got {_quoted(text)}")
         value = self._value(line, text[1:])
         if not -(1 << 31) <= value < (1 << 31):
             # 'mov xd, =value' is the way out for mov only: an operand or an offset of another
             # instruction cannot be written so (the value goes into a register first).
             alternative = ", or 'mov xd, =value' for any 64-bit value" if line.op == "mov" else ""
-            raise AssemblerError(line.number, f"immediate {_short(text)!r} = {_shown(value)} does not fit 32 signed "
+            raise AssemblerError(line.number, f"immediate {_quoted(text)} = {_shown(value)} does not fit 32 signed "
                                               f"bits; expected #-0x80000000..#0x7fffffff{alternative}")
         return value
 
@@ -525,7 +525,7 @@ class _Assembler:
         the top (`b . - 8` at 0) is a mistake, as a .quad of it is."""
         target = self._value(line, text)
         if not 0 <= target < 1 << 64:
-            raise AssemblerError(line.number, f"{what} {_short(text)!r} = {_shown(target)} is outside the 64-bit "
+            raise AssemblerError(line.number, f"{what} {_quoted(text)} = {_shown(target)} is outside the 64-bit "
                                               f"address space; expected an address in 0..{(1 << 64) - 1:#x}")
         return target
 
@@ -541,18 +541,18 @@ class _Assembler:
             # say a branch needs its target there, nor that a label is used without its colon).
             hint = " (a label is named without the ':' that defines it)" if ":" in text else ""
             raise AssemblerError(line.number, f"expected a label (or an expression giving the target's address) "
-                                              f"after {after}, got {_short(text)!r}{hint}") from None
+                                              f"after {after}, got {_quoted(text)}{hint}") from None
         offset = target - pc
         if not -(1 << 31) <= offset < (1 << 31):
             away = f"{offset:#x} bytes" if offset.bit_length() <= 64 else "far more than 2 GiB"
-            raise AssemblerError(line.number, f"branch target {_short(text)!r} is {away} away; expected an offset "
+            raise AssemblerError(line.number, f"branch target {_quoted(text)} is {away} away; expected an offset "
                                               f"in -0x80000000..0x7ffffff8 (a signed 32-bit immediate: 2 GiB back, "
                                               f"2 GiB - 8 forward)")
         # Every instruction is 8-byte aligned, so any other target would only take a
         # misaligned-PC exception when the branch is taken. (A branch that is not aligned itself
         # is reported as such by _emit, as any instruction.)
         if target % INSTRUCTION_SIZE and not pc % INSTRUCTION_SIZE:
-            raise AssemblerError(line.number, f"branch target {_short(text)!r} = {_shown(target)} is not "
+            raise AssemblerError(line.number, f"branch target {_quoted(text)} = {_shown(target)} is not "
                                               f"{INSTRUCTION_SIZE}-byte aligned; expected the address of an "
                                               "instruction")
         return offset
