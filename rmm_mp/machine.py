@@ -239,20 +239,24 @@ class Machine:
                 seg.close()
             raise _unmappable(shown, part, exc) from None
         view = atomicshm.AtomicView(attached["ctl"].buf)
+        mapping_trace = False   # True while the trace segment is being mapped: its failure is named as the parts' are
         try:
+            # The control block's size first, as it is read next; the others' once it says what they hold.
             _check_size(attached["ctl"], "ctl", ctl.SIZE)
             control = Control(attached["ctl"].buf, view)
             control.check_magic()
             plat = Platform.from_json(control.platform_json())
             cpus = control.cpus
             if control.trace_capacity:
-                part = segment.TRACE_PART
-                attached[part] = Segment.attach(name, part)
+                mapping_trace = True
+                attached[segment.TRACE_PART] = Segment.attach(name, segment.TRACE_PART)
+                mapping_trace = False
             # A segment shorter than its control block says (truncated by hand, or by a full
             # /dev/shm) was mapped as it was, and `rmm-mp check` then died in a traceback on the
             # first granule past its end, or called a cut DRAM's invariants holding.
             for part, size in _segment_sizes(plat, cpus, control.trace_capacity).items():
-                _check_size(attached[part], part, size)
+                if part != "ctl":
+                    _check_size(attached[part], part, size)
         except FileNotFoundError:   # its trace segment: unlinked as the machine closes
             view.close()
             for seg in attached.values():
@@ -263,10 +267,10 @@ class Machine:
             view.close()
             for seg in attached.values():
                 seg.close()
-            if part == segment.TRACE_PART and part not in attached:
+            if mapping_trace:
                 # Its trace segment could not be mapped (empty, not a file): refused by name, as
                 # the other parts are above (an OSError escaped attach, an empty one named no part).
-                raise _unmappable(shown, part, exc) from None
+                raise _unmappable(shown, segment.TRACE_PART, exc) from None
             if not isinstance(exc, ValueError):
                 raise
             raise MachineError(f"{shown}: {exc}") from None
