@@ -198,10 +198,12 @@ def decode(desc: int, level: int) -> tuple[Kind, int]:
     """(kind, RIPAS) of an entry; RIPAS is meaningful for UNASSIGNED and ASSIGNED only.
 
     It reads any 64-bit value, entries the RMM never writes included (``canonical`` tells them
-    apart; the checker's rtt-encoding rule reports each): a valid descriptor it does not take for
-    a table reads as ASSIGNED RAM, or ASSIGNED_NS with the NS bit, whatever its type and level;
-    an invalid one as ASSIGNED when bits [4:2] are 1, else as UNASSIGNED (UNASSIGNED_NS with the
-    NS bit), with whatever RIPAS bits [6:5] hold. It does not refuse them:
+    apart; the checker's rtt-encoding rule reports each): a descriptor of type 0b01 or 0b11 (valid)
+    it does not take for a table, or of type 0b10 (bit 0 clear: architecturally invalid, but not
+    the type 0b00 RMM writes for an invalid entry), reads as ASSIGNED RAM, or ASSIGNED_NS with the
+    NS bit, whatever its level; one of type 0b00 as ASSIGNED when bits [4:2] are 1, else as
+    UNASSIGNED (UNASSIGNED_NS with the NS bit), with whatever RIPAS bits [6:5] hold. It does not
+    refuse them:
     (1) refusing every one means re-encoding each entry read, about 4.5 times decode's cost on
         valid entries (timeit, best of 45 runs over 8 valid entries: 200 ns a call, 910 ns
         with a canonical() check);
