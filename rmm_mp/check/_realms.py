@@ -39,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from rmm_mp.abi.structs import RmiRipas
 from rmm_mp.hw.control import OFF_VMID_BITMAP, VMID_BITMAP_BYTES
 from rmm_mp.hw.granule import GRANULE_SIZE
 from rmm_mp.rmm import s2tt, vmid
@@ -175,7 +176,8 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
 
 _PLAIN = frozenset({s2tt.UNASSIGNED_EMPTY, s2tt.UNASSIGNED_RAM, s2tt.UNASSIGNED_DESTROYED, s2tt.UNASSIGNED_NS})
 """The entries most of a table holds, written as they are at every level: no need to re-encode them."""
-_RIPAS_NAMES = ("EMPTY", "RAM", "DESTROYED", "3")
+_RIPAS_NAMES = {ripas.value: ripas.name for ripas in RmiRipas}
+"""A RIPAS's name; RIPAS 3 (bits [6:5] both set) is none, and is named by its number."""
 
 
 def _unwritten(desc: int, level: int, kind: Kind, ripas: int) -> str | None:
@@ -186,7 +188,7 @@ def _unwritten(desc: int, level: int, kind: Kind, ripas: int) -> str | None:
     expected = s2tt.canonical(desc, level)
     if expected == desc:
         return None
-    read = kind.name + (f" RIPAS {_RIPAS_NAMES[ripas]}" if kind in _PROTECTED_KINDS else "")
+    read = kind.name + (f" RIPAS {_RIPAS_NAMES.get(ripas, ripas)}" if kind in _PROTECTED_KINDS else "")
     if expected is not None:
         return f"an encoding RMM never writes: expected {expected:#x}, the {read} entry RMM writes"
     if ripas > s2tt.RIPAS_DESTROYED:
