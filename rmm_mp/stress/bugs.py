@@ -153,7 +153,11 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
 BUG_INDEX: dict[str, int] = {name: i for i, name in enumerate(BUGS)}
 """Each bug's index in the catalogue: where the stress segment counts its calls on a CPU
 (stress.shared C_BUGS), so that a CPU that returns no result still has them counted."""
-assert len(BUGS) <= BUG_SLOTS, "the stress segment counts the calls of BUG_SLOTS bugs: enlarge its CPU words"
+if len(BUGS) > BUG_SLOTS:
+    # Not an assert, gone under python -O: a bug past the slots would raise its ValueError
+    # (StressSegment.count_bug) inside the RMM function it patches, at its first call.
+    raise ImportError(f"stress.bugs: {len(BUGS)} bugs, but the stress segment counts the calls of "
+                      f"{BUG_SLOTS} (stress.shared BUG_SLOTS): enlarge its CPU words")
 
 
 def _target_text(target: tuple[Any, Any]) -> str:

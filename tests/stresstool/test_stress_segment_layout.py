@@ -4,6 +4,8 @@ per-CPU counters on a long run, and a segment of another layout version refused 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -96,3 +98,17 @@ def test_the_last_cpus_bug_calls_lie_inside_its_words(seg: StressSegment) -> Non
     assert shared.C_BUGS + 8 * len(BUG_INDEX) <= shared._CPU_SIZE
     with pytest.raises(ValueError):
         seg.count_bug(last, shared.BUG_SLOTS)
+
+
+def test_more_bugs_than_the_segment_counts_fail_the_import_under_python_o() -> None:
+    """stress.bugs refuses, as it is imported, a catalogue longer than the stress segment's bug
+    slots (stress.shared BUG_SLOTS), python -O or not: the guard was an assert, gone under -O,
+    and the CPU then raised StressSegment.count_bug's ValueError inside the patched RMM function
+    at the bug's first call. (Failed before: under -O the import passed.)"""
+    # Run again (importlib.reload) with one slot, in a process of its own: the package imported it already.
+    code = ("import importlib\nimport rmm_mp.stress.bugs as bugs\nimport rmm_mp.stress.shared as shared\n"
+            "shared.BUG_SLOTS = 1\n"
+            "try:\n    importlib.reload(bugs)\nexcept ImportError as exc:\n    print('refused:', exc)\n")
+    res = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("refused: stress.bugs: "), (res.stdout, res.stderr)
+    assert "counts the calls of 1 (stress.shared BUG_SLOTS)" in res.stdout, res.stdout
