@@ -345,7 +345,7 @@ def _numbers(text: str) -> tuple[_Number, ...]:
             values = {int(grouped.replace(",", ""))}
         elif bare is not None:
             bare_value = sign * int(bare, 16)
-            values = {int(bare, 16)} | ({int(bare)} if bare.isdigit() else set())
+            values = {int(bare, 16), *((int(bare),) if bare.isdigit() else ())}
         else:
             values = {int(plain)}
         out.append(_Number(frozenset(sign * v for v in values), bare_value))
@@ -402,12 +402,12 @@ def _fills(left: _Kinds, right: _Kinds) -> bool:
         return False
     lefts, rights = list(left), list(right)
 
-    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int]:
+    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int | Fraction]:
         return numbers[0].values if numbers else frozenset((0,))
 
     # Numbers that may be one share a value of their first number (two bare runs that are one
     # share their value read as hex): an index by it finds the few kinds one may pair with.
-    by_value: dict[int, list[int]] = {}
+    by_value: dict[int | Fraction, list[int]] = {}
     for j, numbers in enumerate(rights):
         for value in firsts(numbers):
             by_value.setdefault(value, []).append(j)
