@@ -314,7 +314,7 @@ class _Number:
     """A number a finding's text names: the values it may be, and, for a bare run of hex digits
     (no 0x), its value read as hex."""
 
-    values: frozenset[int | Fraction]
+    values: frozenset[int | Fraction | str]
     bare: int | None = None
 
     def may_be(self, other: "_Number") -> bool:
@@ -336,20 +336,31 @@ def _numbers(text: str) -> tuple[_Number, ...]:
         sign = -1 if m["sign"] else 1
         hexed, fraction, grouped, bare, plain = m["hex"], m["fraction"], m["grouped"], m["bare"], m["plain"]
         bare_value = None
-        values: set[int | Fraction]
+        values: set[int | Fraction | str]
         if hexed is not None:
             values = {int(hexed, 16)}
         elif fraction is not None:
-            values = {Fraction(fraction)}
+            values = {_decimal(fraction)}
         elif grouped is not None:
-            values = {int(grouped.replace(",", ""))}
+            values = {_decimal(grouped.replace(",", ""))}
         elif bare is not None:
             bare_value = sign * int(bare, 16)
-            values = {int(bare, 16), *((int(bare),) if bare.isdigit() else ())}
+            values = {int(bare, 16), *((_decimal(bare),) if bare.isdigit() else ())}
         else:
-            values = {int(plain)}
-        out.append(_Number(frozenset(sign * v for v in values), bare_value))
+            values = {_decimal(plain)}
+        out.append(_Number(frozenset(("-" + v if sign < 0 else v) if isinstance(v, str) else sign * v
+                                     for v in values), bare_value))
     return tuple(out)
+
+
+def _decimal(digits: str) -> int | Fraction | str:
+    """The value of decimal ``digits`` (a '.' in them: a fraction), or, past the digits int()
+    converts (sys.get_int_max_str_digits: it raised ValueError, and the replay's check with it),
+    the digits themselves: such a number is the same as one of the same digits only."""
+    try:
+        return Fraction(digits) if "." in digits else int(digits)
+    except ValueError:
+        return digits.lstrip("0") or "0"
 
 
 _Identity = tuple[tuple[object, ...], tuple[_Number, ...]]
@@ -402,12 +413,12 @@ def _fills(left: _Kinds, right: _Kinds) -> bool:
         return False
     lefts, rights = list(left), list(right)
 
-    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int | Fraction]:
+    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int | Fraction | str]:
         return numbers[0].values if numbers else frozenset((0,))
 
     # Numbers that may be one share a value of their first number (two bare runs that are one
     # share their value read as hex): an index by it finds the few kinds one may pair with.
-    by_value: dict[int | Fraction, list[int]] = {}
+    by_value: dict[int | Fraction | str, list[int]] = {}
     for j, numbers in enumerate(rights):
         for value in firsts(numbers):
             by_value.setdefault(value, []).append(j)

@@ -1212,3 +1212,26 @@ def test_a_decimal_fraction_is_one_number_to_a_rewording() -> None:
     assert [n.values for n in numbers("-1.5")] == [{Fraction(-3, 2)}]
     assert not numbers("1.25")[0].may_be(numbers("1.5")[0]) and numbers("1.0")[0].may_be(numbers("1")[0])
     assert len(numbers("1, 25")) == 2
+
+
+def test_a_number_of_more_digits_than_int_converts_is_compared_not_raised() -> None:
+    """A finding naming a decimal run longer than Python's int() converts (4,300 digits: a
+    granule's bytes dumped as digits, a hand-edited schedule file) made the replay's rewording
+    check raise int()'s ValueError (found by review). Such a number is compared by its digits."""
+    import sys
+
+    from rmm_mp.stress.findings import Finding
+
+    long = "1" * (sys.get_int_max_str_digits() + 1)
+
+    def verdict(recorded: str, seen: str) -> schedule_file.ReplayVerdict:
+        def finding(message: str) -> Finding:
+            return Finding("functional", "crash", message, 0, "RMI_GRANULE_UNDELEGATE(0x82000000)", "", (), 9)
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (finding(seen),), "finding",
+                              0.0, {})
+        return schedule_file.compare("s.json", (finding(recorded),), report)
+
+    for number in (long, "-" + long, "0." + long, "1," + ",".join(["000"] * 1500), "0" * 5000):
+        assert verdict(f"bytes {number}", f"bytes were {number}").reworded, number[:10]
+        assert not verdict(f"bytes {number}", f"bytes were {number}2").reworded, number[:10]
+    assert not verdict(f"bytes {long}", f"bytes were -{long}").reworded
