@@ -3,8 +3,9 @@ author who wrote an operand as GNU as would (a post- or pre-index form, a ',' or
 out) or GNU as's names of .align (.balign, .p2align). rmm_mp.guest.assembler encodes what these
 functions return.
 
-This module owns those operand shapes and their messages, and how every assembler message
-quotes an operand (quoted). It must not evaluate an expression nor encode anything (both are
+This module owns those operand shapes and their messages, and how its and the assembler's
+messages quote an operand (quoted; asmstrings and expr, which it does not serve, quote as it does,
+with expr.short). It must not evaluate an expression nor encode anything (both are
 the assembler's); it parses one (expr.postfix), and asks the assembler for its value where
 known, only to suggest no text that would not assemble."""
 
@@ -31,7 +32,7 @@ IMM_RANGE = range(-(1 << 31), 1 << 31)
 
 def quoted(text: str) -> str:
     """text for a message: shortened as expr.short does, and escaped (a '\\v' is not printed raw):
-    every quoted operand of the assembler's messages (rmm_mp.guest.assembler's too)."""
+    every quoted operand of this module's and rmm_mp.guest.assembler's messages."""
     return repr(short(text))
 
 # The end of an error about a GNU as memory operand that writes its address back to the base: no
