@@ -60,11 +60,12 @@ class Finding:
     """For a finding with no site, what tells it from others of its checker and rule where the site
     would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity); a leaked lock's
     call that returned holding it and the classes left held (stress.instrument), or, seen from its
-    waiter, the waiting call and the lock it waits for (watchdog.wait_identity); a lockdep cycle's
+    waiter, the waiting call and the lock it waits for (watchdog.wait_identity), or its own CPU's
+    (stress.instrument: a CPU waiting for a lock it holds itself); a lockdep cycle's
     classes (lockdep.analyse); a stuck call's call and the kinds of lock it waits for and holds
     (watchdog.call_identity); a dead CPU's kind of failure (failure_kind), its call and the frame it
-    raised in (raised_in); each watchdog one with the population's realm each call and lock is of,
-    if any (population.roles); a crash's cause and call; an
+    raised in (raised_in); each watchdog one (stress.instrument's too) with the population's realm
+    each call and lock is of, if any (population.roles); a crash's cause and call; an
     exception a CPU ended on (HostError, ...), where it was raised, without line numbers, and the
     RMI status it carries, or with none its text with numbers masked
     (stress.worker.exception_finding); a wrong status (stress.ops), the command and the status

@@ -40,6 +40,7 @@ from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.findings import Finding, call_text, fid_name
 from rmm_mp.stress.probe import Probe, StressAbort
 from rmm_mp.stress.shared import END_ABORT, StressSegment
+from rmm_mp.stress.watchdog import call_on, kind_of
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu
@@ -165,7 +166,13 @@ def _self_deadlock(probe: Probe, table: GranuleTable, idx: int) -> None:
     # return was reported already). This used to blame an earlier call alone.
     how = ("which its host process holds" if table is not probe.cpu.granules
            else "which it holds itself: taken again in this call, or leaked by an earlier one")
-    probe.finding("watchdog", "leaked-lock", f"CPU {probe.cpu_id} waits for {lock}, {how}")
+    # Its identity (Finding.identity): the call and the kind and realm of the lock, as the
+    # watchdog's (wait_identity); with none every such finding was one problem to shrinking.
+    kind = next((classes.name(h.cls) for h in probe.held if h.idx == idx and h.owner == table.owner), "a granule")
+    whose = "its host process holds" if table is not probe.cpu.granules else "it holds itself"
+    probe.finding("watchdog", "leaked-lock", f"CPU {probe.cpu_id} waits for {lock}, {how}",
+                  identity=f"{call_on(probe.current_call(), probe.roles)} waits for "
+                           f"{kind_of(kind, pa, probe.roles)}, which {whose}")
     if probe.sched is not None:
         probe.sched.abort_all()
     raise StressAbort(f"CPU {probe.cpu_id} waits for a lock it holds")
@@ -179,14 +186,16 @@ def _leak_checked_enter(probe: Probe, enter: Any) -> Any:
             held = ", ".join(h.describe() for h in probe.held)
             cmd = COMMANDS.get(fid & 0xFFFF_FFFF)
             # Its identity (Finding.identity): the leaking call, here known for sure, and the
-            # classes of the locks it left held, without addresses or CPU.
-            kinds = ", ".join(sorted({classes.name(h.cls) for h in probe.held}))
+            # classes of the locks it left held, without addresses or CPU; with the realm of the
+            # population (probe.roles) its first argument and each lock is of, as the watchdog's.
+            on = f" on {probe.roles[x1]}" if x1 in probe.roles else ""
+            kinds = ", ".join(sorted({kind_of(classes.name(h.cls), h.addr, probe.roles) for h in probe.held}))
             probe.findings.add(Finding(
                 "watchdog", "leaked-lock", f"{call_text(fid, (x1, x2, x3, x4, x5, x6), cmd.inputs if cmd else None)} "
                 f"returned holding {held}: held by CPU {probe.cpu_id}, which is not in a call any more",
                 probe.cpu_id, call_text(fid, (x1, x2, x3, x4, x5, x6), cmd.inputs if cmd else None), "", (),
                 probe.sched.step if probe.sched is not None else None,
-                identity=f"{fid_name(fid)} returned holding {kinds}"))
+                identity=f"{fid_name(fid)}{on} returned holding {kinds}"))
             if probe.on_finding is not None:
                 probe.on_finding()
         return result

@@ -16,7 +16,7 @@ This module owns that per-process state. It must not decide what is a finding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from rmm_mp.hw.cpuarea import CALL, OFF_CALL, OFF_IN_RSI, OFF_RSI_CALL, RSI_CALL
 from rmm_mp.hw.granule import NO_SUB
@@ -121,6 +121,9 @@ class Probe(Patches):
         """Called after each new finding (the worker ends the run)."""
         self.checking = True
         """False while the probe's own code reads shared state (in-process invariant checks)."""
+        self.roles: Mapping[int, str] = {}
+        """The population's roles (population.roles, set by the worker), which the identities of
+        the leaked locks stress.instrument finds name, as the watchdog's do."""
 
     # -- the LockObserver protocol (hw.granule) ---------------------------------------------
 
@@ -164,12 +167,13 @@ class Probe(Patches):
         """The RMI call in progress (and the realm call inside it), as EL3 published them."""
         return describe_call(self.buf)
 
-    def finding(self, checker: str, rule: str, message: str, site: str = "", details: tuple[str, ...] = ()) -> bool:
+    def finding(self, checker: str, rule: str, message: str, site: str = "", details: tuple[str, ...] = (),
+                identity: str = "") -> bool:
         """Record a finding made on this CPU now (the call and step are filled in)."""
         step = self.sched.step if self.sched is not None else None
         held = held_lines(self.held)
         added = self.findings.add(Finding(checker, rule, message, self.cpu_id, self.current_call(), site,
-                                          details + held, step))
+                                          details + held, step, identity=identity))
         if added and self.on_finding is not None:
             self.on_finding()
         return added

@@ -200,20 +200,30 @@ def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...],
 _FIRST_ARGUMENT = re.compile(r"\w+\((0x[0-9a-fA-F]+)")
 
 
-def _call(s: CpuSnapshot, roles: Mapping[int, str]) -> str:
-    """The CPU's call without its arguments, and the realm of ``roles`` its first argument (an
-    RD for most commands) is: ``RMI_RTT_CREATE on realm T``."""
-    call = call_name(s.call) or "between calls"
-    first = _FIRST_ARGUMENT.match(s.call)
+def call_on(call: str, roles: Mapping[int, str]) -> str:
+    """A published ``call`` (describe_call) without its arguments, and the realm of ``roles``
+    its first argument (an RD for most commands) is: ``RMI_RTT_CREATE on realm T``. Also the
+    call stress.instrument's leaked-lock findings name."""
+    name = call_name(call) or "between calls"
+    first = _FIRST_ARGUMENT.match(call)
     role = roles.get(int(first.group(1), 16)) if first else None
-    return f"{call} on {role}" if role else call
+    return f"{name} on {role}" if role else name
+
+
+def kind_of(kind: str, pa: int, roles: Mapping[int, str]) -> str:
+    """The ``kind`` of the granule at ``pa`` and whose it is if ``roles`` names it: ``RD of
+    realm T``. Also the locks stress.instrument's leaked-lock findings name."""
+    return f"{kind} of {roles[pa]}" if pa in roles else kind
+
+
+def _call(s: CpuSnapshot, roles: Mapping[int, str]) -> str:
+    """The CPU's call without its arguments, and the realm its first argument is (call_on)."""
+    return call_on(s.call, roles)
 
 
 def _kind(s: CpuSnapshot, pa: int, roles: Mapping[int, str]) -> str:
-    """The state of the granule at ``pa`` as the snapshot has it, and whose it is if ``roles``
-    names it: ``RD of realm T``."""
-    kind = dict(s.states).get(pa) or "a granule"
-    return f"{kind} of {roles[pa]}" if pa in roles else kind
+    """The state of the granule at ``pa`` as the snapshot has it, and whose it is (kind_of)."""
+    return kind_of(dict(s.states).get(pa) or "a granule", pa, roles)
 
 
 def wait_identity(s: CpuSnapshot, roles: Mapping[int, str] | None = None) -> str:

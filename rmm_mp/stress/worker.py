@@ -125,6 +125,7 @@ def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
     cfg = plan.config
     seg = StressSegment.attach(cpu.machine.name)
     probe = instrument.install(cpu, None if cfg.deterministic else seg, watchdog=cfg.on("watchdog"))
+    probe.roles = roles(plan.population) if isinstance(plan.population, Population) else {}
     result = CpuResult(cpu.id)
     sched = None
     tables = (cpu.granules.stats, cpu.machine._host_ns.table.stats)
@@ -189,7 +190,7 @@ def _scheduler(cpu: "Cpu", plan: CpuPlan, seg: StressSegment, probe: Probe) -> S
     load = cpu.granules._load
     sched = Scheduler(seg, cpu.id, plan.sched, tuple(c.fileno() for c in plan.wakes), plan.parks[cpu.id].fileno(),
                       lambda idx: load(idx << 3), probe,
-                      roles=roles(plan.population) if isinstance(plan.population, Population) else {})
+                      roles=probe.roles)
     if plan.sched.quiescent_every:
         sched.on_quiescent = lambda: _quiescent_check(cpu, probe, seg)
     instrument.install_scheduler(probe, sched)

@@ -267,7 +267,8 @@ def test_a_lock_leaked_by_a_call_is_known_by_that_call() -> None:
                        inject=("map-unprotected-leaks-lock",), checkers=("watchdog",), quiescent_every=0)
     first = run(cfg).first()
     assert first is not None and first.rule == "leaked-lock", first
-    assert first.key() == ("watchdog", "leaked-lock", "RMI_RTT_MAP_UNPROTECTED returned holding RTT[L3]")
+    # On realm T: the table realm's RD is its first argument (population.roles); the L3 table is no root.
+    assert first.key() == ("watchdog", "leaked-lock", "RMI_RTT_MAP_UNPROTECTED on realm T returned holding RTT[L3]")
     assert first.identity not in first.text()
 
 
@@ -487,3 +488,48 @@ def test_an_errors_text_masks_every_number_as_a_replay_reads_it() -> None:
         except RunQueueError as exc:
             return worker.exception_finding(exc, 0, 3)
     assert finding("waited 0.5 s for 0X1F of 2,048").key() == finding("waited 1.25 s for 0X20 of 1,024").key()
+
+
+def test_a_lock_leak_caught_on_its_cpu_is_known_by_its_call_and_realm(machine: Machine) -> None:
+    """The two leaked-lock findings stress.instrument makes on the CPU itself name the
+    population's realms as the watchdog's do: a call that returns holding a lock by the realm
+    its first argument is and whose each lock left held is, and a CPU waiting for a lock it
+    holds by its call and that lock's kind and realm. (Found by review: the self-wait had no
+    identity, so every one was one problem (key ``(watchdog, leaked-lock, "")``) to shrinking,
+    and the return's named no realm, so one in realm T and one in realm N were one.)"""
+    from types import SimpleNamespace
+
+    from rmm_mp.abi.rmi import RmiFid
+    from rmm_mp.rmm.granule_state import GranuleState as GS
+    from rmm_mp.stress import instrument
+    from rmm_mp.stress.probe import StressAbort
+
+    cpu = machine.cpu(0)
+    table = cpu.granules
+    rd = 400
+    table.lock(rd)
+    table.set_state(rd, GS.RD)
+    table.unlock(rd)
+
+    def keys(role: str) -> list[tuple[str, str, str]]:
+        probe = instrument.install(cpu, SimpleNamespace(end=0), watchdog=True)  # type: ignore[arg-type]
+        probe.roles = {table.addr(rd): role}
+
+        def leaking(*args: int) -> None:
+            table.lock_known(rd, GS.RD)
+        try:
+            instrument._leak_checked_enter(probe, leaking)(int(RmiFid.RMI_RTT_MAP_UNPROTECTED), table.addr(rd),
+                                                          0, 0, 0, 0, 0)
+            with pytest.raises(StressAbort):
+                table.lock_known(rd, GS.RD)
+            table.unlock(rd)
+        finally:
+            instrument.uninstall(probe)
+        return [f.key() for f in probe.findings.items]
+
+    assert keys("realm T") == [
+        ("watchdog", "leaked-lock", "RMI_RTT_MAP_UNPROTECTED on realm T returned holding RD of realm T"),
+        ("watchdog", "leaked-lock", "between calls waits for RD of realm T, which it holds itself")]
+    assert keys("realm N") == [
+        ("watchdog", "leaked-lock", "RMI_RTT_MAP_UNPROTECTED on realm N returned holding RD of realm N"),
+        ("watchdog", "leaked-lock", "between calls waits for RD of realm N, which it holds itself")]
