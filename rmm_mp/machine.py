@@ -230,6 +230,13 @@ class Machine:
         except FileNotFoundError:
             for seg in attached.values():
                 seg.close()
+            if part != "ctl":
+                # Its control block is there: "no machine named" read as if there were none, and
+                # named no part (a close unlinks the control block first, so a machine being closed
+                # is seldom caught so).
+                raise MachineError(f"machine {shown} cannot be attached: its {part} segment is not in "
+                                   f"{segment.shown_shm_dir()} (removed by hand, or the machine is being "
+                                   "closed)") from None
             raise MachineError(f"no machine named {shown} in {segment.shown_shm_dir()} "
                                "(it was closed, or never existed)") from None
         except (OSError, ValueError) as exc:

@@ -95,3 +95,21 @@ def test_an_unmappable_trace_segment_is_refused_naming_it(how: str) -> None:
             for path in paths:
                 path.unlink(missing_ok=True)
             trace.unlink() if how == "empty" else trace.rmdir()
+
+
+@pytest.mark.parametrize("gone", [part for part in segment.MACHINE_PARTS if part != "ctl"])
+def test_a_machine_missing_a_segment_past_its_control_block_names_it(gone: str) -> None:
+    """A control block without one of the other parts read "no machine named ... (it was closed,
+    or never existed)", naming no part."""
+    name = f"rmm-mp-{os.getpid()}-5e65c0e1"
+    with Machine.create("host", cpus=1) as m:
+        paths = _copy(m, name, "", 0)
+        Path(segment.segment_path(name, gone)).unlink()
+        try:
+            with pytest.raises(MachineError, match=(f"^machine '{name}' cannot be attached: its {gone} segment is "
+                                                    f"not in {re.escape(segment.SHM_DIR)} \\(removed by hand, or "
+                                                    "the machine is being closed\\)$")):
+                Machine.attach(name)
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
