@@ -39,6 +39,7 @@ import dataclasses
 import json
 import shlex
 from collections import Counter, deque
+from decimal import Decimal
 from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,7 +315,7 @@ class _Number:
     """A number a finding's text names: the values it may be, and, for a bare run of hex digits
     (no 0x), its value read as hex."""
 
-    values: frozenset[int | Fraction | str]
+    values: frozenset[int | Fraction]
     bare: int | None = None
 
     def may_be(self, other: "_Number") -> bool:
@@ -336,7 +337,7 @@ def _numbers(text: str) -> tuple[_Number, ...]:
         sign = -1 if m["sign"] else 1
         hexed, fraction, grouped, bare, plain = m["hex"], m["fraction"], m["grouped"], m["bare"], m["plain"]
         bare_value = None
-        values: set[int | Fraction | str]
+        values: set[int | Fraction]
         if hexed is not None:
             values = {int(hexed, 16)}
         elif fraction is not None:
@@ -348,19 +349,19 @@ def _numbers(text: str) -> tuple[_Number, ...]:
             values = {int(bare, 16), *((_decimal(bare),) if bare.isdigit() else ())}
         else:
             values = {_decimal(plain)}
-        out.append(_Number(frozenset(("-" + v if sign < 0 else v) if isinstance(v, str) else sign * v
-                                     for v in values), bare_value))
+        out.append(_Number(frozenset(sign * v for v in values), bare_value))
     return tuple(out)
 
 
-def _decimal(digits: str) -> int | Fraction | str:
-    """The value of decimal ``digits`` (a '.' in them: a fraction), or, past the digits int()
-    converts (sys.get_int_max_str_digits: it raised ValueError, and the replay's check with it),
-    the digits themselves: such a number is the same as one of the same digits only."""
+def _decimal(digits: str) -> int | Fraction:
+    """The value of decimal ``digits`` (a '.' in them: a fraction). Past the digits int() converts
+    (sys.get_int_max_str_digits) it raised ValueError, and the replay's check with it: such a
+    number is read through Decimal, which has no such limit, to the same exact value (1.5 with
+    5,000 zeros after it is 1.5; not its digits, which would not be)."""
     try:
         return Fraction(digits) if "." in digits else int(digits)
     except ValueError:
-        return digits.lstrip("0") or "0"
+        return Fraction(Decimal(digits))
 
 
 _Identity = tuple[tuple[object, ...], tuple[_Number, ...]]
@@ -413,12 +414,12 @@ def _fills(left: _Kinds, right: _Kinds) -> bool:
         return False
     lefts, rights = list(left), list(right)
 
-    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int | Fraction | str]:
+    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int | Fraction]:
         return numbers[0].values if numbers else frozenset((0,))
 
     # Numbers that may be one share a value of their first number (two bare runs that are one
     # share their value read as hex): an index by it finds the few kinds one may pair with.
-    by_value: dict[int | Fraction | str, list[int]] = {}
+    by_value: dict[int | Fraction, list[int]] = {}
     for j, numbers in enumerate(rights):
         for value in firsts(numbers):
             by_value.setdefault(value, []).append(j)

@@ -1235,3 +1235,23 @@ def test_a_number_of_more_digits_than_int_converts_is_compared_not_raised() -> N
         assert verdict(f"bytes {number}", f"bytes were {number}").reworded, number[:10]
         assert not verdict(f"bytes {number}", f"bytes were {number}2").reworded, number[:10]
     assert not verdict(f"bytes {long}", f"bytes were -{long}").reworded
+
+
+def test_a_number_past_int_digits_is_its_value_not_its_digits() -> None:
+    """A number of more digits than int() converts was compared by its digits (found by review):
+    1.5 with 5,000 trailing zeros was not 1.5, -0,000,... not 0,000, and the decimal of a long
+    0x number not that number. Such a number is its exact value, as any other is."""
+    import sys
+
+    numbers = schedule_file._numbers
+    digits = sys.get_int_max_str_digits() + 1
+    assert numbers("1.5" + "0" * digits)[0].may_be(numbers("1.5")[0])
+    assert numbers("0." + "0" * digits + "1")[0].may_be(numbers("0." + "0" * digits + "10")[0])
+    assert numbers("-0," + ",".join(["000"] * (digits // 3 + 1)))[0].may_be(numbers("0,000")[0])
+    assert numbers("1" * digits + ".0")[0].may_be(numbers("1" * digits)[0])
+    assert not numbers("1.5" + "0" * digits + "1")[0].may_be(numbers("1.5")[0])
+    big = 10 ** digits + 7
+    decimal = "1" + "0" * (digits - 1) + "7"
+    head = len(decimal) % 3 or 3
+    grouped = decimal[:head] + "".join("," + decimal[i:i + 3] for i in range(head, len(decimal), 3))
+    assert numbers(grouped)[0].may_be(numbers(hex(big))[0]), grouped[:20]
