@@ -57,7 +57,8 @@ while True:
             paths.add(line[1:])
         elif line[:1] == b"-":
             paths.discard(line[1:])
-for path in paths:
+# Control blocks first, as a close unlinks them: an attacher racing this finds no machine.
+for path in sorted(paths, key=lambda path: not path.endswith(b".ctl")):
     try:
         os.unlink(path)
     except OSError:

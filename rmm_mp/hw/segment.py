@@ -189,7 +189,9 @@ def unlink_machine(segments: MachineSegments) -> list[str]:
     (printable.shown_path): it is in RMM_MP_SHM_DIR, the user's, which may hold an ESC or a
     newline that `rmm-mp clean`'s error line printed raw."""
     problems = []
-    for path in segments.paths:
+    # The control block first, as a close unlinks it (Machine.attach: an attacher racing this
+    # then finds no machine, not a machine missing a part "removed by hand"); sorted, .cpus was.
+    for path in sorted(segments.paths, key=lambda path: not path.endswith(f".{MACHINE_PARTS[0]}")):
         try:
             _unlink_quietly(path)
         except OSError as exc:

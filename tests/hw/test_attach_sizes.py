@@ -113,3 +113,41 @@ def test_a_machine_missing_a_segment_past_its_control_block_names_it(gone: str) 
         finally:
             for path in paths:
                 path.unlink(missing_ok=True)
+
+
+def test_every_unlinker_unlinks_the_control_block_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machine.attach tells a missing control block ("no machine named ... (it was closed, or never
+    existed)") from a missing part past it ("removed by hand, or the machine is being closed"),
+    which holds only if whatever unlinks a machine unlinks its control block first. `rmm-mp
+    clean` and the orphan sweep (segment.unlink_machine) unlinked the sorted paths, .cpus before
+    .ctl, and the reaper its set's, in any order (found by review): an attacher racing them was
+    told a part was removed by hand."""
+    import builtins
+    import types
+
+    from rmm_mp.hw import reaper
+
+    order: list[str] = []
+    monkeypatch.setattr(segment.os, "unlink", lambda path: order.append(os.fsdecode(path)))
+    prefixes = [segment.machine_prefix(4000 + i, f"{i:08x}") for i in range(20)]
+    for prefix in prefixes:
+        paths = tuple(sorted(segment.segment_path(prefix, part) for part in segment.PARTS))
+        segment.unlink_machine(segment.MachineSegments(prefix, 4000, paths))
+    assert [p.rsplit(".", 1)[1] for p in order[::len(segment.PARTS)]] == ["ctl"] * len(prefixes), order[:8]
+
+    # The reaper's script, run here with an os that hands it the lines and records its unlinks.
+    lines = b"".join(b"+" + os.fsencode(segment.segment_path(p, part)) + b"\n"
+                     for p in prefixes for part in segment.PARTS)
+    reads = [lines, b""]
+    unlinked: list[str] = []
+    fake_os = types.SimpleNamespace(read=lambda fd, n: reads.pop(0), unlink=lambda p: unlinked.append(os.fsdecode(p)))
+    fake_signal = types.SimpleNamespace(SIGINT=2, SIGTERM=15, SIGHUP=1, SIG_IGN=None, signal=lambda *a: None)
+
+    def fake_import(name: str, *args: object) -> object:
+        return {"os": fake_os, "signal": fake_signal}[name]
+
+    exec(reaper.SCRIPT, {"__builtins__": {**vars(builtins), "__import__": fake_import}})
+    assert len(unlinked) == len(prefixes) * len(segment.PARTS)
+    for prefix in prefixes:
+        mine = [p for p in unlinked if p.startswith(segment.segment_path(prefix, ""))]
+        assert mine[0].endswith(".ctl"), mine
