@@ -232,11 +232,9 @@ class Machine:
                 seg.close()
             if part != "ctl":
                 # Its control block is there: "no machine named" read as if there were none, and
-                # named no part (a close unlinks the control block first, so a machine being closed
-                # is seldom caught so).
-                raise MachineError(f"machine {shown} cannot be attached: its {part} segment is not in "
-                                   f"{segment.shown_shm_dir()} (removed by hand, or the machine is being "
-                                   "closed)") from None
+                # named no part (a close unlinks the control block first, as every unlinker does,
+                # so a machine being closed is seldom caught so).
+                raise _missing(shown, part) from None
             raise MachineError(f"no machine named {shown} in {segment.shown_shm_dir()} "
                                "(it was closed, or never existed)") from None
         except (OSError, ValueError) as exc:
@@ -264,12 +262,11 @@ class Machine:
             for part, size in _segment_sizes(plat, cpus, control.trace_capacity).items():
                 if part != "ctl":
                     _check_size(attached[part], part, size)
-        except FileNotFoundError:   # its trace segment: unlinked as the machine closes
+        except FileNotFoundError:   # its trace segment: missing beside the control block, as a part above
             view.close()
             for seg in attached.values():
                 seg.close()
-            raise MachineError(f"no machine named {shown} in {segment.shown_shm_dir()} "
-                               "(it was closed, or never existed)") from None
+            raise _missing(shown, segment.TRACE_PART) from None
         except (OSError, ValueError) as exc:
             view.close()
             for seg in attached.values():
@@ -534,6 +531,12 @@ class Machine:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("creator" if self.is_creator else "attached")
         return f"<Machine {self.name} platform={self.platform.name} cpus={self.cpus} {state}>"
+
+
+def _missing(shown: str, part: str) -> MachineError:
+    """Machine.attach's refusal of a machine whose control block is there but not its ``part``."""
+    return MachineError(f"machine {shown} cannot be attached: its {part} segment is not in {segment.shown_shm_dir()} "
+                        "(removed by hand, or the machine is being closed)")
 
 
 def _unmappable(shown: str, part: str, exc: OSError | ValueError) -> MachineError:

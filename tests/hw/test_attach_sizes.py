@@ -151,3 +151,20 @@ def test_every_unlinker_unlinks_the_control_block_first(monkeypatch: pytest.Monk
     for prefix in prefixes:
         mine = [p for p in unlinked if p.startswith(segment.segment_path(prefix, ""))]
         assert mine[0].endswith(".ctl"), mine
+
+
+def test_a_missing_trace_segment_is_named_as_the_other_parts_are() -> None:
+    """A machine made with trace rings whose trace segment is missing beside its control block read
+    "no machine named ... (it was closed, or never existed)" after the other parts were named so
+    (found by review)."""
+    name = f"rmm-mp-{os.getpid()}-5e65c0e2"
+    with Machine.create("host", cpus=1, trace_capacity=64) as m:
+        paths = _copy(m, name, "", 0)     # the machine's parts, not its trace segment
+        try:
+            with pytest.raises(MachineError, match=(f"^machine '{name}' cannot be attached: its {segment.TRACE_PART} "
+                                                    f"segment is not in {re.escape(segment.SHM_DIR)} \\(removed by "
+                                                    "hand, or the machine is being closed\\)$")):
+                Machine.attach(name)
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
