@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 eff = ", ".join(f"{x:,.0f}" for x in r["calls_per_cpu_s"] if x)
                 print(f"    run {i + 1} {n} CPU{'s' if n > 1 else ' '}: {r['calls_per_s']:>10,.0f} calls/s "
                       f"(per CPU {per}; per CPU-second {eff})")
-                print(f"        on core {busy}; preempted {pre} times; host idle {idle}, steal {steal}, "
+                print(f"        on core {busy}; involuntary context switches {pre}; host idle {idle}, steal {steal}, "
                       f"other load {other} cores; parent {r['parent_cpu_s']:.2f} s CPU")
         med1 = statistics.median(r["calls_per_s"] for r in runs1)
         med2 = statistics.median(r["calls_per_s"] for r in runs2)
