@@ -543,28 +543,29 @@ def test_a_replay_naming_other_numbers_at_the_same_step_is_no_rewording() -> Non
         assert v.verdict == "diverged" and v.reworded and "numbers as recorded" in v.text(), same
 
 
+def _crash_verdict(recorded: str, seen: str) -> schedule_file.ReplayVerdict:
+    """The replay verdict of a recorded crash finding's message ``recorded`` against a replay's ``seen``."""
+    from rmm_mp.stress.findings import Finding
+
+    def finding(message: str) -> Finding:
+        return Finding("functional", "crash", message, 0, "RMI_GRANULE_UNDELEGATE(0x82000000)", "", (), 9)
+    report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (finding(seen),), "finding", 0.0, {})
+    return schedule_file.compare("s.json", (finding(recorded),), report)
+
+
 def test_a_replay_naming_a_number_with_another_sign_is_no_rewording() -> None:
     """A recorded crash finding whose message names EL3's status -2 where the replay's names 2
     (same checker, rule, CPU, step and site): a real divergence, no `reworded`. The numbers were
     read without their sign, so -2 and 2 were the same number and the hint called another value
     a rewording (found by review). A '-' between two numbers (a range, 0x1000-0x2000) is no
     sign: that worded as "0x1000 to 0x2000" is still a rewording."""
-    from rmm_mp.stress.findings import Finding
-
-    def verdict(recorded: str, seen: str) -> schedule_file.ReplayVerdict:
-        def finding(message: str) -> Finding:
-            return Finding("functional", "crash", message, 0, "RMI_GRANULE_UNDELEGATE(0x82000000)", "", (), 9)
-        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (finding(seen),), "finding",
-                              0.0, {})
-        return schedule_file.compare("s.json", (finding(recorded),), report)
-
     for recorded, seen in (("EL3 refused it: -2", "EL3 refused it: 2"), ("status -0x2", "status is 2"),
                            ("delta (-1)", "delta (1)")):
-        v = verdict(recorded, seen)
+        v = _crash_verdict(recorded, seen)
         assert v.verdict == "diverged" and not v.reworded, (recorded, seen)
     for recorded, seen in (("EL3 refused it: -2", "EL3 answered -2"), ("range 0x1000-0x2000", "0x1000 to 0x2000"),
                            ("CPUs 0-1", "CPU 0 and CPU 1")):
-        v = verdict(recorded, seen)
+        v = _crash_verdict(recorded, seen)
         assert v.verdict == "diverged" and v.reworded, (recorded, seen)
 
 
@@ -1217,24 +1218,15 @@ def test_a_decimal_fraction_is_one_number_to_a_rewording() -> None:
 def test_a_number_of_more_digits_than_int_converts_is_compared_not_raised() -> None:
     """A finding naming a decimal run longer than Python's int() converts (4,300 digits: a
     granule's bytes dumped as digits, a hand-edited schedule file) made the replay's rewording
-    check raise int()'s ValueError (found by review). Such a number is compared by its digits."""
+    check raise int()'s ValueError (found by review). Such a number is read for its value (the
+    next test)."""
     import sys
 
-    from rmm_mp.stress.findings import Finding
-
     long = "1" * (sys.get_int_max_str_digits() + 1)
-
-    def verdict(recorded: str, seen: str) -> schedule_file.ReplayVerdict:
-        def finding(message: str) -> Finding:
-            return Finding("functional", "crash", message, 0, "RMI_GRANULE_UNDELEGATE(0x82000000)", "", (), 9)
-        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (finding(seen),), "finding",
-                              0.0, {})
-        return schedule_file.compare("s.json", (finding(recorded),), report)
-
     for number in (long, "-" + long, "0." + long, "1," + ",".join(["000"] * 1500), "0" * 5000):
-        assert verdict(f"bytes {number}", f"bytes were {number}").reworded, number[:10]
-        assert not verdict(f"bytes {number}", f"bytes were {number}2").reworded, number[:10]
-    assert not verdict(f"bytes {long}", f"bytes were -{long}").reworded
+        assert _crash_verdict(f"bytes {number}", f"bytes were {number}").reworded, number[:10]
+        assert not _crash_verdict(f"bytes {number}", f"bytes were {number}2").reworded, number[:10]
+    assert not _crash_verdict(f"bytes {long}", f"bytes were -{long}").reworded
 
 
 def test_a_number_past_int_digits_is_its_value_not_its_digits() -> None:
