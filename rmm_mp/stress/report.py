@@ -374,7 +374,7 @@ class StressReport:
             # Over the CPUs that returned a result: 0 for a bug whose code the run never reached.
             "bug_calls": {name: self.bug_calls.get(name, 0) for name in cfg.inject},
             "locks": self._locks_json(),
-            # Per CPU that returned no result: what it had published, partial (see locks_unreported's docs).
+            # Per CPU that returned no result: what it had published, partial (unreported_locks' docstring).
             "locks_unreported": {str(c): {**self._figures(*f), "partial": True}
                                  for c, f in sorted(self.unreported_locks.items())},
             "bug_calls_unreported": {str(c): calls for c, calls in sorted(self.unreported_bug_calls.items())},
