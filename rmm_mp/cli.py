@@ -159,24 +159,31 @@ def platform_show(name: str, public_key: bool) -> None:
     if public_key:
         click.echo(AttestationKeys(plat).platform_public_key_pem().decode(), nl=False)
         return
+    from rmm_mp.workload.describe import held, wrapped     # here: the workload package is no start-up cost of rmm-mp
+
     # Every key of the model, so that what is shown is what a machine runs with.
     # No trailing ': ' after the name of a platform whose file gives no description.
-    click.echo(f"{plat.name}{': ' + plat.description if plat.description else ''}\nsource: {shown_path(plat.source)}")
-    click.echo(f"cpus {plat.cpus}, pa_bits {plat.pa_bits}, rec_time_slice {plat.rec_time_slice:,} guest instructions")
+    f = plat.features
+    a = plat.attestation
+    # Decoded from the register itself: a file's key the register drops (pmu_counters with
+    # pmu = false) must not show up as if RMI_FEATURES reported it.
+    features = ", ".join(held(item) for item in FeatureRegister0.describe(f.register0()).split(", "))
+    seeds = (f" ({held('rak_seed ' + toml_string(a.rak_seed))}, "
+             f"{held('platform_key_seed ' + toml_string(a.platform_key_seed))})" if a.keys == "seeds" else "")
+    lines = [f"{plat.name}{': ' + plat.description if plat.description else ''}",
+             f"source: {shown_path(plat.source)}",
+             f"cpus {plat.cpus}, pa_bits {plat.pa_bits}, rec_time_slice {plat.rec_time_slice:,} guest instructions"]
     for kind, regions in (("dram", (plat.dram,)), ("mmio", plat.mmio), ("secure", plat.secure)):
         for region in regions:
             named = f" {region.name}" if region.name else ""
-            click.echo(f"{kind}{named} [{region.base:#x}, {region.end:#x}) = {platforms.size_text(region.size)}, "
-                       f"{count(region.size // platforms.GRANULE_SIZE, 'granule')}")
-    # Decoded from the register itself: a file's key the register drops (pmu_counters with
-    # pmu = false) must not show up as if RMI_FEATURES reported it.
-    f = plat.features
-    click.echo(f"RMI_FEATURES register 0 = {f.register0():#018x}: {FeatureRegister0.describe(f.register0())}")
-    click.echo(f"vmid_bits {f.vmid_bits} (VMIDs 0..{(1 << f.vmid_bits) - 1:,})")
-    a = plat.attestation
-    seeds = (f" (rak_seed {toml_string(a.rak_seed)}, platform_key_seed {toml_string(a.platform_key_seed)})"
-             if a.keys == "seeds" else "")
-    click.echo(f"attestation keys: {a.keys}{seeds}")
+            lines.append(f"{kind}{named} [{region.base:#x}, {region.end:#x}) = {platforms.size_text(region.size)}, "
+                         f"{count(region.size // platforms.GRANULE_SIZE, 'granule')}")
+    lines.append(f"{held('RMI_FEATURES register 0 = ' + format(f.register0(), '#018x'))}: {features}")
+    lines.append(f"vmid_bits {f.vmid_bits} (VMIDs 0..{(1 << f.vmid_bits) - 1:,})")
+    lines.append(f"attestation keys: {a.keys}{seeds}")
+    # Within the 118 columns of `workloads show` and the run report: the register's line ran to
+    # some 210, the seeds' to 131 (a 60-column terminal folded them mid-word).
+    click.echo("\n".join(piece for line in lines for piece in wrapped(line)))
 
 
 def _import_subcommands(args: list[str]) -> None:

@@ -84,7 +84,7 @@ def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
     assert "vmid_bits 8 (VMIDs 0..255)" in shown.output
     fvp = CliRunner().invoke(main, ["platform", "show", "fvp"]).output
     assert "vmid_bits 16 (VMIDs 0..65,535)" in fvp, fvp
-    host = CliRunner().invoke(main, ["platform", "show", "host"]).output
+    host = CliRunner().invoke(main, ["platform", "show", "host"]).output.replace("\n    ", " ")  # lines read together
     assert "pmu true (31 counters)" in host and "6 breakpoints, 4 watchpoints" in host
     assert "4 GIC list registers" in host
 
@@ -135,12 +135,26 @@ def test_platform_show_prints_every_key_and_list_exact_sizes(tmp_path: Path, mon
     assert "mmio uart [0x1c090000, 0x1c0a0000) = 64 KiB, 16 granules" in lines
     assert "mmio gic-dist [0x2f000000, 0x2f010000) = 64 KiB, 16 granules" in lines
     assert "secure tzc-carveout [0x80f00000, 0x81000000) = 1 MiB, 256 granules" in lines
-    assert ("attestation keys: seeds (rak_seed 'rmm-mp host platform realm attestation key', "
-            "platform_key_seed 'rmm-mp host platform CCA platform attestation key')") in lines
+    assert ("attestation keys: seeds (rak_seed 'rmm-mp host platform realm attestation key',\n"
+            "    platform_key_seed 'rmm-mp host platform CCA platform attestation key')") in shown.output
     monkeypatch.setattr(platforms, "platform_dir", lambda: tmp_path / "platform")
     listed = CliRunner().invoke(main, ["platform", "list"])
     assert listed.exit_code == 0, listed.output
     assert listed.output.startswith("odd        4 CPUs    16,388 KiB  Small test platform"), listed.output
+
+
+@pytest.mark.parametrize("name", ["host", "fvp", "large"])
+def test_platform_show_keeps_its_lines_within_118_columns(name: str) -> None:
+    """`platform show` wraps its lines at 118 columns between phrases, later lines indented by 4,
+    as `workloads show` does: the feature register's line ran to some 210 columns and the
+    attestation seeds' to 131, which a narrow terminal folded mid-word (found by a new user's
+    pass). Read together, the pieces give the line it was."""
+    shown = CliRunner().invoke(main, ["platform", "show", name])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert max(len(line) for line in lines) <= 118, shown.output
+    register = shown.output.split("RMI_FEATURES register 0 = ")[1].split("\nvmid_bits")[0]
+    assert "\n    " in register and ", max_recs_order 10 (MAX_RECS 1023)" in register.replace("\n    ", " ")
 
 
 def test_platform_show_counts_one_granule_in_the_singular(tmp_path: Path) -> None:
