@@ -1445,8 +1445,12 @@ def test_a_55th_realm_entry_without_a_name_is_shown_as_the_entry(tmp_path: Path)
 
 
 def test_too_many_cpus_for_the_platform(tmp_path: Path) -> None:
-    """cpus = 8 on the 4-CPU host platform: refused, naming the platform and its CPU count."""
-    refused(tmp_path, "cpus = 8\n" + HEAD + OK_REALM, 1, "cpus", 8, "an integer in 1..4 (platform 'host' has 4 CPUs)")
+    """cpus = 8 on the 4-CPU host platform: refused, naming the platform and its CPU count, and
+    that --cpus runs the file on fewer (a bundled workload run with --platform on a smaller
+    platform sent the user to edit a file that is not theirs)."""
+    err = refused(tmp_path, "cpus = 8\n" + HEAD + OK_REALM, 1, "cpus", 8,
+                  "an integer in 1..4 (platform 'host' has 4 CPUs)")
+    assert err.expected.endswith("; --cpus N runs it on fewer"), str(err)
 
 
 def test_too_much_memory_for_the_platform(tmp_path: Path) -> None:
