@@ -73,6 +73,23 @@ def refuse_long_integer(value: Any, param: click.Parameter | None, ctx: click.Co
 _DECIMAL_INTEGER = re.compile(r"\s*[+-]?([0-9]+)\s*", re.ASCII)
 
 
+def refuse_float_for_integer(value: Any, param: click.Parameter | None, ctx: click.Context | None) -> None:
+    """Refuse a number written as a float where an integer is taken (`--iterations 1e5`,
+    `--cpus 2.0`), naming the integer to write when it is one: click said "'1e5' is not a valid
+    integer", where every other number error of the commands says what to write."""
+    if not isinstance(value, str) or _DECIMAL_INTEGER.fullmatch(value):
+        return
+    try:
+        number = float(value)
+    except ValueError:
+        return
+    if number != number or number in (float("inf"), float("-inf")):
+        return
+    # No integer past 2^64 to write: every option's range ends far below it.
+    hint = f" (write {int(number)})" if number.is_integer() and abs(number) < 2 ** 64 else ""
+    raise click.BadParameter(f"{typed(value)!r}: expected an integer in digits{hint}", ctx=ctx, param=param)
+
+
 def typed(value: str) -> str:
     """``value`` as typed, without the blanks around it, for an error: abbreviated past 240
     characters as a file's value is (printable.abbreviated), so that 5,000 digits pasted by
@@ -128,6 +145,7 @@ class Int(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "an integer", param, ctx)
         refuse_long_integer(value, param, ctx)
+        refuse_float_for_integer(value, param, ctx)
         return click.INT.convert(value, param, ctx)
 
 
@@ -140,6 +158,7 @@ class IntRange(click.IntRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "an integer", param, ctx)
         refuse_long_integer(value, param, ctx)
+        refuse_float_for_integer(value, param, ctx)
         return super().convert(value, param, ctx)
 
     def _describe_range(self) -> str:

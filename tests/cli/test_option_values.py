@@ -137,7 +137,16 @@ CASES = [
     ("stress-steps-0", ["stress", "lifecycle", "--schedule", "random", "--steps", "0"],
      "Invalid value for '--steps': 0 is not in the range 1..100,000,000"),
     ("stress-steps-not-a-number", ["stress", "lifecycle", "--schedule", "random", "--steps", "1.5"],
-     "Invalid value for '--steps': '1.5' is not a valid integer"),
+     "Invalid value for '--steps': '1.5': expected an integer in digits"),
+    # a float where an integer is taken: click said "'1e5' is not a valid integer", naming nothing to write
+    ("stress-steps-exponent", ["stress", "lifecycle", "--schedule", "random", "--steps", "1e5"],
+     "Invalid value for '--steps': '1e5': expected an integer in digits (write 100000)"),
+    ("run-iterations-exponent", ["run", "quickstart", "--iterations", "1e5"],
+     "Invalid value for '--iterations': '1e5': expected an integer in digits (write 100000)"),
+    ("run-cpus-point-zero", [*RUN, "--cpus", "2.0"], "Invalid value for '--cpus': '2.0': expected an integer in "
+                                                     "digits (write 2)"),
+    ("run-seed-past-u64-exponent", [*RUN, "--seed", "1e30"], "Invalid value for '--seed': '1e30': expected an "
+                                                              "integer in digits\n"),
     ("stress-pct-depth-0", ["stress", "lifecycle", "--schedule", "pct", "--pct-depth", "0"],
      "Invalid value for '--pct-depth': 0 is not in the range 1..64"),
     ("stress-seconds-minus-1", ["stress", "lifecycle", "--seconds", "-1"],
