@@ -521,7 +521,7 @@ def _doc_facts() -> list[tuple[str, str]]:
     words = {6: "Six", 7: "Seven", 8: "Eight"}
     arch, lock, dev, readme = "docs/architecture.md", "docs/locking.md", "docs/deviations.md", "README.md"
     plat, stress = "docs/platforms.md", "docs/stress.md"
-    wl, lat = "docs/workloads.md", "docs/latency.md"
+    wl, lat, sig = "docs/workloads.md", "docs/latency.md", "docs/signals.md"
     listed = report.MAX_LISTED_PER_CPU
     return [
         (arch, f"| `ctl` | {control.SIZE >> 20} MiB (sparse) |"),
@@ -539,8 +539,8 @@ def _doc_facts() -> list[tuple[str, str]]:
         (arch, f"at most every {FLUSH_INTERVAL_NS // 1_000_000} ms"),
         (arch, f"measured on about one call in {SPLIT_EVERY} "),
         (readme, f"measured on about 1 call in {SPLIT_EVERY} "),
-        (readme, f"a SIGTERM within {interrupts.REPEAT_S:g} s or a SIGINT (`timeout -s INT`) within "
-                 f"{interrupts.COPY_S * 1000:g} ms of the last one taken"),
+        (sig, f"a SIGTERM within {interrupts.REPEAT_S:g} s or a SIGINT (`timeout -s INT`) within "
+              f"{interrupts.COPY_S * 1000:g} ms of the last one taken"),
         (lock, f"`{granule.HOST_OWNER_FLAG:#_x} | pid`"),
         (lock, f"sleeps of up to {granule.SLEEP_MAX_S * 1000:g} ms"),
         (dev, f"SIGNING_STEPS ({SIGNING_STEPS}) steps, each charged STEP_COST ({STEP_COST:,}) guest instructions"),
@@ -595,7 +595,7 @@ def _doc_facts() -> list[tuple[str, str]]:
 
 def test_hand_written_numbers_of_the_docs_are_the_code_constants() -> None:
     """The numbers that README.md, docs/architecture.md, docs/locking.md, docs/deviations.md,
-    docs/platforms.md, docs/workloads.md, docs/latency.md and docs/stress.md give for constants
+    docs/platforms.md, docs/workloads.md, docs/latency.md, docs/signals.md and docs/stress.md give for constants
     of the code (the control block's size and offsets, the
     participant table's and the pause slots' counts, the quiesce lease and a parked CPU's sleeps,
     the start-up allowance and its cap, the signal repeat windows, the latency flush interval and
