@@ -190,10 +190,13 @@ def install(names: "tuple[str, ...] | list[str]", probe: "Patches", calls: dict[
             publish: Counter | None = None) -> None:
     """Switch the named bugs on in this process (undone by probe.restore); with ``calls``,
     count each one's calls there by name (0 for one that never runs), and with ``publish`` too
-    (a stress CPU's count in the stress segment, which outlives its process)."""
+    (a stress CPU's count in the stress segment, which outlives its process). ``publish`` counts
+    first, and both before the buggy copy runs (_counted): the count that outlives a killed CPU
+    is never short of the calls it began, so its 0 proves the bug never ran there
+    (StressReport.unreached)."""
     count = None if calls is None else counter(calls)
     if count is not None and publish is not None:
-        count = _both(count, publish)
+        count = _both(publish, count)
     for name in names:
         if calls is not None:
             calls.setdefault(name, 0)

@@ -120,8 +120,9 @@ class StressReport:
     was in no figure."""
     unreported_bug_calls: dict[int, dict[str, int]] = field(default_factory=dict)
     """Per CPU of ``unreported``: each injected bug's calls on it, counted in the stress segment
-    as they happened (StressSegment.bug_calls: a kill between the CPU's own count and this one
-    leaves it one short). Not added to ``bug_calls``."""
+    as they happened (StressSegment.bug_calls), each call before the bug's code runs
+    (stress.bugs.install), so a 0 here proves the bug never ran on that CPU. Not added to
+    ``bug_calls``; ``calls`` adds them for the never-ran and checker-off lines."""
 
     def warnings(self) -> list[str]:
         """The report's warnings: for now each CPU's failed close of its machine handle, worded as
@@ -159,13 +160,22 @@ class StressReport:
         return (f"; partial figures, as last published in shared memory by {words.cpus(sorted(self.unreported_locks))}"
                 f", which returned none: {', '.join(parts)} contended")
 
+    def calls(self, name: str) -> int:
+        """The calls of injected bug ``name`` over every CPU: ``bug_calls``, plus those the CPUs
+        that returned no result had counted in the stress segment (``unreported_bug_calls``)."""
+        return self.bug_calls.get(name, 0) + sum(c.get(name, 0) for c in self.unreported_bug_calls.values())
+
     def unreached(self) -> list[str]:
-        """The injected bugs whose code never ran in this run, on any CPU (none when a CPU
-        returned no result, which may have run it, or when no operation completed, which the
-        report says already)."""
-        if self.unreported or not sum(self.ops.values()):
+        """The injected bugs whose code never ran in this run, on any CPU: a CPU that returned no
+        result counts, by its calls in the stress segment, which are counted before the bug's code
+        runs. None when such a CPU's calls were not read (it may have run the bug) or when no
+        operation completed, which the report says already. (Until 2026-11 a run with any CPU
+        that returned no result named no bug here.)"""
+        if any(c not in self.unreported_bug_calls for c in self.unreported):
             return []
-        return [name for name in self.config.inject if not self.bug_calls.get(name)]
+        if not sum(self.ops.values()) + sum(self.unreported_ops.values()):
+            return []
+        return [name for name in self.config.inject if not self.calls(name)]
 
     def no_result(self) -> str:
         """"CPU n returned no result (why)" for the CPUs in ``unreported``, grouped by why; ""
@@ -341,7 +351,7 @@ class StressReport:
                 # "no findings" read as the bug not being caught, where the checker that
                 # catches it was not on (`--inject rec-create-no-rd-lock --checkers lockdep`).
                 # A bug more than one checker catches was tested if any of them was on.
-                if self.bug_calls.get(name) and not set(bug.catchers()) & set(self.config.checkers):
+                if self.calls(name) and not set(bug.catchers()) & set(self.config.checkers):
                     caught = [f"{bug.checker} ({bug.rule})", *(f"{c} ({r})" for c, r in bug.also)]
                     which = (f"the checker that catches it, {caught[0]}, was" if len(caught) == 1 else
                              f"the checkers that catch it, {', '.join(caught[:-1])} and {caught[-1]}, were")

@@ -201,3 +201,34 @@ def test_an_unreached_bug_of_the_runs_own_workload_gets_advice_that_fits_how_the
     line = [t for t in report.text().splitlines() if t.startswith("injected ")]
     assert line == ["injected map-unprotected-leaks-lock never ran: this run made no call of the "
                     f"RMI_RTT_MAP_UNPROTECTED handler, so it tested nothing of the bug{hint}"], report.text()
+
+
+
+def test_a_bugs_call_is_counted_in_the_segment_first_and_before_its_code_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stress.bugs.install with both counters (a stress CPU's own ``calls`` and its count in the
+    stress segment, ``publish``), for a made-up bug replacing a method of a class of its own: the
+    segment's count, which outlives a killed CPU, comes first, and both before the buggy copy
+    runs, so the segment is never short of the calls begun and its 0 proves the bug never ran on
+    that CPU (StressReport.unreached). The own count came first (failed before this change)."""
+    from rmm_mp.stress import bugs
+    from rmm_mp.stress.probe import Patches
+
+    seen: list[tuple[str, int]] = []
+    calls: dict[str, int] = {}
+
+    class Owner:
+        def method(self) -> None:
+            raise AssertionError("the bug's copy should run")
+
+    def buggy(self: Owner) -> None:
+        seen.append(("body", calls["made-up"]))
+
+    monkeypatch.setitem(bugs.BUGS, "made-up", bugs.Bug("made-up", "m", "lockdep", "rule 1", "tables",
+                                                       (Owner, "method"), buggy))
+    probe = Patches()
+    bugs.install(("made-up",), probe, calls, lambda name: seen.append(("segment", calls.get(name, 0))))
+    try:
+        Owner().method()
+    finally:
+        probe.restore()
+    assert seen == [("segment", 0), ("body", 1)], seen

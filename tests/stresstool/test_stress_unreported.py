@@ -154,3 +154,36 @@ def test_partial_lock_figures_are_read_from_one_record_per_class_so_a_torn_publi
     assert CLASSES >= 2
     assert _published_locks(FakeMachine(), [1]) == {1: (7, 2, 250, 200)}  # type: ignore[arg-type]
     assert TornArea.released == 1
+
+
+def _killed_cpu_report(unreported_calls: dict[int, dict[str, int]], checkers: tuple[str, ...] = ("ownership",),
+                       ended: str = "time") -> StressReport:
+    """A made-up lifecycle run injecting rec-create-no-rd-lock whose CPU 0 returned its result,
+    never having run the bug, and whose CPU 1 was killed with ``unreported_calls`` read."""
+    cfg = StressConfig(workload="lifecycle", cpus=2, inject=("rec-create-no-rd-lock",), checkers=checkers)
+    return StressReport(cfg, (), ended, 1.0, {0: 7}, unreported=(1,), bug_calls={"rec-create-no-rd-lock": 0},
+                        unreported_ops={1: 4}, unreported_bug_calls=unreported_calls)
+
+
+def test_a_killed_cpus_segment_count_decides_whether_an_injected_bug_never_ran() -> None:
+    """CPU 1 returned no result (made-up reports, no CPU run): its calls in the stress segment are
+    counted before the bug's code runs (stress.bugs.install), so a 0 there proves it never ran the
+    bug, and with CPU 0's 0 the report says the bug never ran; a count of 2 there is no such
+    line; with CPU 1's calls not read, nothing is said. Until this change any CPU without a
+    result silenced the line, the segment's count unread (the first case failed)."""
+    bug = "rec-create-no-rd-lock"
+    assert _killed_cpu_report({1: {bug: 0}}).unreached() == [bug]
+    assert any(line.startswith(f"injected {bug} never ran: ") for line in _killed_cpu_report({1: {bug: 0}}).text()
+               .splitlines())
+    assert _killed_cpu_report({1: {bug: 2}}).unreached() == []
+    assert _killed_cpu_report({}).unreached() == []
+
+
+def test_a_bug_run_only_by_a_killed_cpu_with_its_checker_off_gets_the_checker_off_line() -> None:
+    """The bug ran only on CPU 1, which returned no result (3 calls in the stress segment), in a
+    clean run with ownership, its checker, off (a made-up report): the report says the bug ran but
+    its checker was off. It read only the returned CPUs' calls (0) and said "no findings" alone
+    (failed before this change)."""
+    text = _killed_cpu_report({1: {"rec-create-no-rd-lock": 3}}, checkers=("lockdep",)).text()
+    assert ("injected rec-create-no-rd-lock ran, but the checker that catches it, ownership (unlocked read), was off "
+            "(checkers: lockdep), so \"no findings\" says nothing of the bug") in text.splitlines(), text
