@@ -141,10 +141,17 @@ class Finding:
 # status, a delta), which read without the sign were one. One pattern for the two readers: the
 # replay's comparison of numbers (stress.schedule) and the masking of an error's text
 # (masked_numbers), which with patterns of their own saw '1.25', '0X1F' and '1,024' apart.
+# A float as Python prints it, 2.5e-05 or 1e+20, is one number (it was 2.5 and 05): the exponent
+# is signed when there is no '.', so an address without its 0x (8008e000) stays hex. Digits after
+# a word character and a '.', and a run of three or more dotted parts, are a name's or a version's
+# (v1.0-rel0, 10.0.0.1, 1.2.3), no number: 'v1.0' was masked to 'v1.?'. A number after '/' is one
+# ('rmm-mp-stress-report/1' masks to '/?', as 'step 3/10' does): a version there is a number too.
 BARE_HEX_DIGITS = 8
 """The fewest digits a number without 0x may be read as hex: a granule address's (the DRAM base
 0x80000000), not a count's or an index's, whose 10 and 16 must stay two numbers."""
-NUMBER = re.compile(r"(?:(?<![\w-])(?P<sign>-))?\b(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<fraction>\d+\.\d+)"
+NUMBER = re.compile(r"(?:(?<![\w-])(?P<sign>-))?\b(?<!\w\.)(?!\d+\.\d+\.\d)"
+                    r"(?:0[xX](?P<hex>[0-9a-fA-F]+)"
+                    r"|(?P<fraction>\d+\.\d+|\d+(?=[eE][+-]))(?:[eE](?P<exponent>[+-]?\d+))?"
                     r"|(?P<grouped>\d{1,3}(?:,\d{3})+)"
                     rf"|(?=[0-9a-fA-F]*\d)(?P<bare>[0-9a-fA-F]{{{BARE_HEX_DIGITS},}})|(?P<plain>\d+))\b")
 

@@ -43,7 +43,7 @@ from decimal import Decimal
 from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from rmm_mp.hw import segment
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, suggestion
@@ -315,7 +315,8 @@ class _Number:
     """A number a finding's text names: the values it may be, and, for a bare run of hex digits
     (no 0x), its value read as hex."""
 
-    values: frozenset[int | Fraction]
+    values: frozenset[int | Fraction | tuple[object, ...]]
+    """Exact values; a tuple for one whose exponent is past EXPONENT_CAP (_scaled)."""
     bare: int | None = None
 
     def may_be(self, other: "_Number") -> bool:
@@ -329,19 +330,19 @@ class _Number:
 
 def _numbers(text: str) -> tuple[_Number, ...]:
     """The numbers ``text`` names, in order, each as the values it may be: 0x10 and 16 are the
-    same number, -2 and 2 are not, 1.25 is one (findings.NUMBER); a bare run of 8 or more digits
-    may be decimal or an address written without its 0x (82000000 is 82,000,000 or 0x82000000),
+    same number, -2 and 2 are not, 1.25 and 2.5e-05 are one each (findings.NUMBER); a bare run
+    of 8 or more digits may be decimal or an address written without its 0x (82000000 is 82,000,000 or 0x82000000),
     one with a letter is hex (8008f000); two bare runs are read alike (_Number.may_be)."""
     out = []
     for m in NUMBER.finditer(text):
         sign = -1 if m["sign"] else 1
         hexed, fraction, grouped, bare, plain = m["hex"], m["fraction"], m["grouped"], m["bare"], m["plain"]
         bare_value = None
-        values: set[int | Fraction]
+        values: set[int | Fraction | tuple[object, ...]]
         if hexed is not None:
             values = {int(hexed, 16)}
         elif fraction is not None:
-            values = {_decimal(fraction)}
+            values = {_scaled(_decimal(fraction), m["exponent"])}
         elif grouped is not None:
             values = {_decimal(grouped.replace(",", ""))}
         elif bare is not None:
@@ -349,8 +350,28 @@ def _numbers(text: str) -> tuple[_Number, ...]:
             values = {int(bare, 16), *((_decimal(bare),) if bare.isdigit() else ())}
         else:
             values = {_decimal(plain)}
-        out.append(_Number(frozenset(sign * v for v in values), bare_value))
+        out.append(_Number(frozenset((sign, *v) if isinstance(v, tuple) else sign * v for v in values), bare_value))
     return tuple(out)
+
+
+EXPONENT_CAP: Final = 1000
+"""The largest power of ten (either sign) a number's exponent is applied by (1.5e+300 is its value).
+Past it (a hand-edited 1e+99999999, whose value has a hundred million digits: Fraction took minutes
+to make it) the number is its mantissa and exponent, one number only with the same two."""
+
+
+def _scaled(value: int | Fraction, exponent: str | None) -> int | Fraction | tuple[object, ...]:
+    """``value`` times ten to ``exponent`` (None: none), exact; past EXPONENT_CAP, the pair
+    (mantissa, exponent) as a tuple, which no number equals."""
+    if exponent is None:
+        return value
+    negative = exponent.startswith("-")
+    power = exponent.lstrip("+-").lstrip("0") or "0"
+    # Its length first: int() of a run of 5,000 digits raises (sys.get_int_max_str_digits).
+    if len(power) > len(str(EXPONENT_CAP)) or int(power) > EXPONENT_CAP:
+        return ("e", value, negative, power)
+    scale = Fraction(10) ** int(power)
+    return value / scale if negative else value * scale
 
 
 def _decimal(digits: str) -> int | Fraction:

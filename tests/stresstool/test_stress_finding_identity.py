@@ -490,6 +490,17 @@ def test_an_errors_text_masks_every_number_as_a_replay_reads_it() -> None:
     assert finding("waited 0.5 s for 0X1F of 2,048").key() == finding("waited 1.25 s for 0X20 of 1,024").key()
 
 
+def test_masking_an_errors_text_takes_a_float_whole_and_leaves_versions() -> None:
+    """masked_numbers (worker.exception_finding's masking, with findings.NUMBER): a float with an
+    exponent is one number, masked whole ('2.5e-05 s' was '?e-? s', read as 2.5 and 05), a version or a dotted name is left as it is ('v1.0-rel0' was 'v1.?-rel0', 10.0.0.1
+    '?.?'), and a huge exponent is masked at once."""
+    from rmm_mp.stress.findings import masked_numbers
+    assert masked_numbers("waited 2.5e-05 s, 1e+20 bytes, -1.5E3") == "waited ? s, ? bytes, ?"
+    assert masked_numbers("RMM v1.0-rel0 at 10.0.0.1 (spec 1.2.3), 8008e000") == \
+        "RMM v1.0-rel0 at 10.0.0.1 (spec 1.2.3), ?"
+    assert masked_numbers("schema rmm-mp-stress-report/1, 1e+99999999") == "schema rmm-mp-stress-report/?, ?"
+
+
 def test_a_lock_leak_caught_on_its_cpu_is_known_by_its_call_and_realm(machine: Machine) -> None:
     """The two leaked-lock findings stress.instrument makes on the CPU itself name the
     population's realms as the watchdog's do: a call that returns holding a lock by the realm

@@ -1247,3 +1247,37 @@ def test_a_number_past_int_digits_is_its_value_not_its_digits() -> None:
     head = len(decimal) % 3 or 3
     grouped = decimal[:head] + "".join("," + decimal[i:i + 3] for i in range(head, len(decimal), 3))
     assert numbers(grouped)[0].may_be(numbers(hex(big))[0]), grouped[:20]
+
+
+def test_a_float_with_an_exponent_is_one_number_and_a_huge_exponent_is_not_expanded() -> None:
+    """findings.NUMBER read '2.5e-05' (a float as Python prints it) as two numbers, 2.5 and 5, so
+    2.5e-05 s against a replay's 2.5e-07 s was the same numbers reworded. It is one number, its
+    exact value (1e+20 is 10**20; 1.0e-05 equals 0.00001); an address without its 0x (8008e000)
+    stays hex. An exponent past EXPONENT_CAP is not applied (1e+99999999 took Fraction minutes;
+    one of 6,000 digits made int() raise): such a number is one only with the same digits."""
+    import time
+
+    numbers = schedule_file._numbers
+    assert [n.values for n in numbers("2.5e-05 s, 1e+20, -1.5E3")] == [
+        {Fraction(1, 40000)}, {10 ** 20}, {Fraction(-1500)}]
+    assert numbers("1.0e-05")[0].may_be(numbers("0.00001")[0])
+    assert numbers("at 8008e000")[0].values == {0x8008E000}
+    assert not _crash_verdict("waited 2.5e-05 s", "it waited 2.5e-07 s").reworded
+    assert _crash_verdict("waited 2.5e-05 s", "it waited 0.000025 s").reworded
+    start = time.monotonic()
+    huge, other = numbers("1e+99999999")[0], numbers("1e+99999998")[0]
+    longest = numbers("1e-" + "9" * 6000)[0]
+    assert time.monotonic() - start < 1.0
+    assert huge.may_be(numbers("1e+099999999")[0]) and not huge.may_be(other) and not huge.may_be(longest)
+    assert not numbers("-1e+99999999")[0].may_be(huge)
+
+
+def test_a_version_or_a_dotted_name_is_no_number_to_a_rewording() -> None:
+    """Digits after a word character and a '.' (v1.0-rel0) and a run of three dotted parts
+    (10.0.0.1, 1.2.3) are no number: 'v1.0' against a replay's 'v1.1' was read as the numbers 0
+    and 1, and so as a different number, where the two name versions. A number after '/' is one
+    (report/1)."""
+    numbers = schedule_file._numbers
+    assert numbers("RMM v1.0-rel0 at 10.0.0.1, spec 1.2.3, file.py") == ()
+    assert [n.values for n in numbers("rmm-mp-stress-report/1")] == [{1}]
+
