@@ -157,7 +157,10 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
                     kind = "broken invariant"
                 verdict = f"not kept: another {kind} ({found.identity}) than the one being shrunk ({first.identity})"
             elif found.key() != target:
-                verdict = "not kept: another finding than the one being shrunk"
+                # Two findings of one checker and rule at other sites read alike in the progress
+                # line's cut headline: name the part of the key that differs.
+                ours, theirs = _differing(found.key(), target)
+                verdict = f"not kept: another finding ({ours}) than the one being shrunk ({theirs})"
             elif not _smaller(candidate, best):
                 verdict = ("not kept: same finding, not smaller (more preemptions, or as many at a later "
                            "step, or at the same step with no fewer switches)")
@@ -208,6 +211,19 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
         if not done and not stopped and best.schedule[1:]:
             limit = count(max_attempts, "replay") if attempts >= max_attempts else f"{max_seconds:g} s"
         return ShrinkResult(report, best, attempts, accepted, stopped, by or stop.by, limit)
+
+
+def _differing(found: tuple[str, str, str], target: tuple[str, str, str]) -> tuple[str, str]:
+    """The part of two findings' keys (Finding.key) that differs, as a shrink verdict names it:
+    checker and rule ("lockdep: rule 3"), else the site or identity, each cut at 60 characters."""
+    if found[:2] != target[:2]:
+        return f"{found[0]}: {found[1]}", f"{target[0]}: {target[1]}"
+
+    def brief(where: str) -> str:
+        if not where:
+            return "no site"
+        return where if len(where) <= 60 else where[:57] + "..."
+    return brief(found[2]), brief(target[2])
 
 
 def _replay_config(cfg: StressConfig, switches: tuple[tuple[int, int], ...], step: int | None) -> StressConfig:

@@ -174,7 +174,8 @@ def test_each_shrink_attempt_says_why_it_was_kept_or_not(monkeypatch: pytest.Mon
     result = shrink(original, max_attempts=5, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
     not_smaller = ("not kept: same finding, not smaller (more preemptions, or as many at a later step, or at the "
                    "same step with no fewer switches)")
-    assert verdicts == ["not kept: no finding", "not kept: another finding than the one being shrunk",
+    assert verdicts == ["not kept: no finding",
+                        "not kept: another finding (lockdep: rule 3) than the one being shrunk (lockdep: rule 2)",
                         not_smaller, not_smaller, "kept"]
     assert result.accepted == 1
 
@@ -1281,3 +1282,22 @@ def test_a_version_or_a_dotted_name_is_no_number_to_a_rewording() -> None:
     assert numbers("RMM v1.0-rel0 at 10.0.0.1, spec 1.2.3, file.py") == ()
     assert [n.values for n in numbers("rmm-mp-stress-report/1")] == [{1}]
 
+
+def test_a_shrink_attempt_with_the_finding_at_another_site_names_both_sites(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replays stubbed with made-up reports: an attempt finding the same checker and rule at
+    another site (two headlines that read the same) says which sites differ, a long one cut;
+    the verdict said only "another finding than the one being shrunk" (failed before)."""
+    from rmm_mp.stress.findings import Finding
+
+    def report(site: str) -> StressReport:
+        finding = Finding("lockdep", "rule 2", "m", cpu=0, site=site, step=50)
+        return StressReport(LOCK_TWO, (finding,), "finding", 0.0, {}, steps=55, switches=8, preemptions=3,
+                            schedule=tuple((i * 10, i % 2) for i in range(9)))
+    long = "rmm_mp/rmm/" + "x" * 80 + ".py:7 (f)"
+    replies = iter([report("rmm_mp/rmm/rmi_rtt.py:40 (g)"), report(long)] + [report("a.py:1 (f)")] * 40)
+    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
+    verdicts: list[str] = []
+    shrink(report("a.py:1 (f)"), max_attempts=2, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
+    assert verdicts == [
+        "not kept: another finding (rmm_mp/rmm/rmi_rtt.py:40 (g)) than the one being shrunk (a.py:1 (f))",
+        f"not kept: another finding ({long[:57]}...) than the one being shrunk (a.py:1 (f))"], verdicts
