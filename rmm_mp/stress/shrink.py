@@ -51,6 +51,9 @@ class ShrinkResult:
     limit: str = ""
     """The limit that ended the search before it had tried every cut ("40 replays", "120 s"):
     a search of the result's schedule may cut more. "" when it was done (or interrupted)."""
+    cut_short: bool = False
+    """The signal that ended the search came during a replay, which was dropped: it is not in
+    ``attempts``, which counts the replays that finished, each with its verdict."""
 
     def describe(self) -> str:
         o, r = self.original, self.report
@@ -58,22 +61,29 @@ class ShrinkResult:
         how = "shrinking interrupted after" if self.interrupted else "shrunk in"
         # A search cut short by its bounds read as a finished one: say so, and (cli) how to go on.
         limited = f", stopped at its limit of {self.limit} with cuts left to try" if self.limit else ""
-        return (f"{how} {count(self.attempts, 'replay')} ({self.accepted} kept){limited}: finding at step "
+        return (f"{how} {count(self.attempts, 'replay')} ({self.accepted} kept{self._cut()}){limited}: finding at step "
                 f"{f.step if f else '?'} -> {g.step if g else '?'}, {o.switches} -> {r.switches} switches, "
                 f"{o.preemptions} -> {r.preemptions} preemptions")
 
 
     def unfinished(self) -> str:
         """What an interrupted search left undone (the report's ``not_done``)."""
-        return (f"shrinking interrupted after {count(self.attempts, 'replay')} ({self.accepted} kept): the smallest "
-                "failing run found by then is the one reported")
+        return (f"shrinking interrupted after {count(self.attempts, 'replay')} ({self.accepted} kept{self._cut()}): "
+                "the smallest failing run found by then is the one reported")
+
+    def _cut(self) -> str:
+        # The replay a signal stopped is no replay of the count (until 2026-11 it was, so one
+        # cut short at once read "after 1 replay" with no attempt line printed).
+        return ", and one cut short" if self.cut_short else ""
 
     def to_json(self) -> dict[str, Any]:
         """The search for the JSON report: replays made and kept, whether it was interrupted,
         the limit that stopped it with cuts left to try (``limit``'s text, null when none did),
-        and the original and shrunk runs' figures."""
+        and the original and shrunk runs' figures. ``replays`` counts the finished ones;
+        ``cut_short`` says a signal stopped one more, dropped."""
         return {"replays": self.attempts, "kept": self.accepted, "interrupted": self.interrupted,
-                "limit": self.limit or None, "original": _figures(self.original), "shrunk": _figures(self.report)}
+                "cut_short": self.cut_short, "limit": self.limit or None, "original": _figures(self.original),
+                "shrunk": _figures(self.report)}
 
 
 def _figures(report: StressReport) -> dict[str, int | None]:
@@ -116,7 +126,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
         target = first.key()
         best = report
         attempts = accepted = 0
-        interrupted = False
+        interrupted = dropped = False
         done = False        # every cut tried (or none left): no limit stopped the search
         by = ""     # the signal a replay's run took: the search's own guard does not hear it
         deadline = time.monotonic() + max_seconds
@@ -127,7 +137,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
         tried: set[tuple[tuple[int, int], ...]] = set()
 
         def attempt(switches: tuple[tuple[int, int], ...]) -> bool:
-            nonlocal best, attempts, accepted, interrupted, by
+            nonlocal best, attempts, accepted, interrupted, by, dropped
             if switches in tried:
                 return False
             if stop.by:                   # a signal came as this attempt began: no replay for it
@@ -137,12 +147,14 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             step = best.first().step if best.first() is not None else None  # type: ignore[union-attr]
             cfg = _replay_config(best.config, switches, step)
             ran, candidate = stop.passthrough(lambda: run(cfg, sigterm_stops=sigterm_stops))
-            if not ran:                   # a signal escaped run (its machine's create or close): run cleaned up
-                interrupted = True
-                return False
-            if candidate.interrupted:     # stopped part-way: says nothing about this schedule
-                interrupted = True
-                by = candidate.interrupted_by
+            if not ran or candidate.interrupted:
+                # Not ran: a signal escaped run (its machine's create or close), which cleaned up;
+                # interrupted: stopped part-way. Either says nothing of this schedule, and is no
+                # finished replay of the count.
+                interrupted = dropped = True
+                attempts -= 1
+                if ran:
+                    by = candidate.interrupted_by
                 return False
             found = candidate.first()
             if found is None:
@@ -210,7 +222,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
         limit = ""
         if not done and not stopped and best.schedule[1:]:
             limit = count(max_attempts, "replay") if attempts >= max_attempts else f"{max_seconds:g} s"
-        return ShrinkResult(report, best, attempts, accepted, stopped, by or stop.by, limit)
+        return ShrinkResult(report, best, attempts, accepted, stopped, by or stop.by, limit, dropped)
 
 
 def _differing(found: tuple[str, str, str], target: tuple[str, str, str]) -> tuple[str, str]:

@@ -202,10 +202,13 @@ def test_ctrl_c_ends_the_shrinking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shrinking, "run", interrupted_replay)
     seen = []
     result = shrink(report, max_attempts=4, on_attempt=lambda n, r, verdict: seen.append(r))
-    assert len(replays) == 1 and result.attempts == 1 and not seen
+    # The replay the signal stopped is no finished one: it was counted, and the line read
+    # "after 1 replay" with no attempt line printed (failed before the count changed).
+    assert len(replays) == 1 and result.attempts == 0 and result.cut_short and not seen
     assert result.interrupted and result.report is report and result.accepted == 0
     assert result.interrupted_by == "Ctrl-C"      # heard by the replay's run, not by the search
-    assert result.describe().startswith("shrinking interrupted after 1 replay (0 kept)")
+    assert result.describe().startswith("shrinking interrupted after 0 replays (0 kept, and one cut short)")
+    assert result.to_json()["replays"] == 0 and result.to_json()["cut_short"] is True
 
 
 @pytest.mark.parametrize("where", ["between replays", "while a replay builds"])
@@ -238,9 +241,14 @@ def test_a_signal_outside_a_replays_cpus_ends_the_shrinking(monkeypatch: pytest.
             return real_build(*args, **kwargs)
         monkeypatch.setattr(runner, "build", build)
     result = shrink(report, max_attempts=4, on_attempt=after_attempt, sigterm_stops=True)
-    assert len(replays) == 1 and result.attempts == 1 and result.interrupted
+    # Between replays, the one replay finished and counts; while one builds, it is cut short.
+    finished = 1 if where == "between replays" else 0
+    assert len(replays) == 1 and result.attempts == finished and result.interrupted
+    assert result.cut_short is (not finished)
     assert result.interrupted_by == ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
-    assert result.describe().startswith("shrinking interrupted after 1 replay")
+    said = result.describe()
+    assert said.startswith("shrinking interrupted after 1 replay (") and "cut short" not in said if finished else \
+        said.startswith("shrinking interrupted after 0 replays (0 kept, and one cut short)"), said
 
 
 def test_timeline_of_a_failing_run(tmp_path: Path) -> None:
