@@ -435,12 +435,12 @@ def _fills(left: _Kinds, right: _Kinds) -> bool:
         return False
     lefts, rights = list(left), list(right)
 
-    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int | Fraction]:
+    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int | Fraction | tuple[object, ...]]:
         return numbers[0].values if numbers else frozenset((0,))
 
     # Numbers that may be one share a value of their first number (two bare runs that are one
     # share their value read as hex): an index by it finds the few kinds one may pair with.
-    by_value: dict[int | Fraction, list[int]] = {}
+    by_value: dict[int | Fraction | tuple[object, ...], list[int]] = {}
     for j, numbers in enumerate(rights):
         for value in firsts(numbers):
             by_value.setdefault(value, []).append(j)
