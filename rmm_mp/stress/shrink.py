@@ -187,6 +187,10 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             return False
 
         # No preemption at all: one CPU runs until it blocks or finishes (the finder's CPU first).
+        # Tried again by a search of a shrunk run's schedule (cli's "shrink further"), which the
+        # first search tried them against: nothing says a schedule is a shrink's result (its file's
+        # strategy is "replay", as any replay's), and the budget is now the shrunk finding's step,
+        # lower, so these are other runs: one that met another finding past that step may be kept.
         cpus = sorted(range(report.config.cpus), key=lambda c: c != first.cpu)
         for cpu in cpus:
             if over() or attempts >= report.config.cpus:
