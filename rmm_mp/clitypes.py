@@ -40,21 +40,27 @@ def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: 
                              f"{' ' + name if name else ''}) is not ASCII", ctx=ctx, param=param)
 
 
-def refuse_odd_number(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
+def refuse_odd_number(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None,
+                      accepts: Callable[[int], bool] | None = None, range_text: str = "the range") -> None:
     """refuse_non_ascii, and refuse a number with an underscore in it: Python's int() and
     float() skip one between two digits (`--cpus 1_0` ran on 10 CPUs, `--seconds 1_0.5` for
     10.5 s), as no other command-line tool does, and as the numbers a workload or platform file
     writes in a string ("4M", "0-3", "64 MiB") do not either. StepsOrSeconds read `1_0` as 10
     seconds' worth of float while it read `10` as an exact count of steps. A sign (`+4`, `-1`)
-    and blanks around the number are read as before."""
+    and blanks around the number are read as before. For an integer, the number to write is
+    the integer, if the option takes it (integer_hint, given ``accepts`` and ``range_text``):
+    `--cpus 1_0.0` named 10.0, which an integer option refuses in turn."""
     refuse_non_ascii(value, kind, param, ctx)
     if isinstance(value, str) and "_" in value:
         bare = value.strip().replace("_", "")
-        try:
-            float(bare)
-            hint = f" (write {bare})" if bare else ""
-        except ValueError:
-            hint = ""
+        if kind == "an integer":
+            hint = integer_hint(bare, accepts, range_text)
+        else:
+            try:
+                float(bare)
+                hint = f" (write {bare})" if bare else ""
+            except ValueError:
+                hint = ""
         raise click.BadParameter(f"{value!r}: expected {kind} in digits without '_'{hint}", ctx=ctx, param=param)
 
 
@@ -73,20 +79,43 @@ def refuse_long_integer(value: Any, param: click.Parameter | None, ctx: click.Co
 _DECIMAL_INTEGER = re.compile(r"\s*[+-]?([0-9]+)\s*", re.ASCII)
 
 
-def refuse_float_for_integer(value: Any, param: click.Parameter | None, ctx: click.Context | None) -> None:
+def integer_hint(text: str, accepts: Callable[[int], bool] | None = None, range_text: str = "the range") -> str:
+    """" (write N)" for ``text`` (no '_' in it) that is a number of integer value, N that
+    integer in digits, when the option takes N (``accepts``, its range; None: the command checks
+    the range after the parsing); " (it is N, outside RANGE)" when it does not, as a time's
+    unit_hint says it, so that no number is named to write that is refused in turn (`--steps
+    -1e3` named -1000). Empty for any other text: no integer (`1.5`, `1e-5`, `nan`), or past
+    2^64 (every option's range ends far below it)."""
+    if _DECIMAL_INTEGER.fullmatch(text):
+        number: float | int = int(text)
+    else:
+        try:
+            number = float(text)
+        except ValueError:
+            return ""
+        if not math.isfinite(number) or not number.is_integer():
+            return ""
+    if abs(number) >= 2 ** 64:
+        return ""
+    n = int(number)
+    return f" (write {n})" if accepts is None or accepts(n) else f" (it is {n}, outside {range_text})"
+
+
+def refuse_float_for_integer(value: Any, param: click.Parameter | None, ctx: click.Context | None,
+                             accepts: Callable[[int], bool] | None = None, range_text: str = "the range") -> None:
     """Refuse a number written as a float where an integer is taken (`--iterations 1e5`,
-    `--cpus 2.0`), naming the integer to write when it is one: click said "'1e5' is not a valid
-    integer", where every other number error of the commands says what to write."""
+    `--cpus 2.0`), naming the integer to write when it is one the option takes (integer_hint):
+    click said "'1e5' is not a valid integer", where every other number error of the commands
+    says what to write."""
     if not isinstance(value, str) or _DECIMAL_INTEGER.fullmatch(value):
         return
     try:
         number = float(value)
     except ValueError:
         return
-    if number != number or number in (float("inf"), float("-inf")):
-        return
-    # No integer past 2^64 to write: every option's range ends far below it.
-    hint = f" (write {int(number)})" if number.is_integer() and abs(number) < 2 ** 64 else ""
+    if math.isnan(number) or (math.isinf(number) and "inf" in value.lower()):
+        return      # a word, no number: click's "is not a valid integer" names it
+    hint = integer_hint(value.strip(), accepts, range_text)
     raise click.BadParameter(f"{typed(value)!r}: expected an integer in digits{hint}", ctx=ctx, param=param)
 
 
@@ -156,10 +185,16 @@ class IntRange(click.IntRange):
     endless one in click's notation, digits grouped)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        refuse_odd_number(value, "an integer", param, ctx)
+        refuse_odd_number(value, "an integer", param, ctx, self._accepts, self._describe_range())
         refuse_long_integer(value, param, ctx)
-        refuse_float_for_integer(value, param, ctx)
+        refuse_float_for_integer(value, param, ctx, self._accepts, self._describe_range())
         return super().convert(value, param, ctx)
+
+    def _accepts(self, n: int) -> bool:
+        # The range check of click's own IntRange (_number_clamp aside: no option clamps).
+        above = self.min is None or (n > self.min if self.min_open else n >= self.min)
+        below = self.max is None or (n < self.max if self.max_open else n <= self.max)
+        return above and below
 
     def _describe_range(self) -> str:
         # click's hook for the range text of both its error and --help (click 8.0 to 8.x).

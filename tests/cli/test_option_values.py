@@ -147,6 +147,20 @@ CASES = [
                                                      "digits (write 2)"),
     ("run-seed-past-u64-exponent", [*RUN, "--seed", "1e30"], "Invalid value for '--seed': '1e30': expected an "
                                                               "integer in digits\n"),
+    # the integer named is one the option takes, or it is said to be outside the range: "write -1000" for --steps
+    # and "write 10.0" for 1_0.0 named a number refused in turn
+    ("stress-cpus-exponent-outside", ["stress", "lifecycle", "--schedule", "random", "--cpus", "1e5"],
+     "Invalid value for '--cpus': '1e5': expected an integer in digits (it is 100000, outside 2..64)\n"),
+    ("stress-steps-negative-exponent", ["stress", "lifecycle", "--schedule", "random", "--steps", "-1e3"],
+     "Invalid value for '--steps': '-1e3': expected an integer in digits (it is -1000, outside 1..100,000,000)\n"),
+    ("stress-pct-depth-underscore-outside", ["stress", "lifecycle", "--schedule", "pct", "--pct-depth", "1_000"],
+     "Invalid value for '--pct-depth': '1_000': expected an integer in digits without '_' (it is 1000, outside "
+     "1..64)\n"),
+    ("run-cpus-underscore-float", [*RUN, "--cpus", "1_0.0"], "Invalid value for '--cpus': '1_0.0': expected an "
+                                                             "integer in digits without '_' (write 10)\n"),
+    # 1e400 is a number, past a float's range: not click's "is not a valid integer range"
+    ("stress-seed-exponent-past-float", ["stress", "lifecycle", "--schedule", "random", "--seed", "1e400"],
+     "Invalid value for '--seed': '1e400': expected an integer in digits\n"),
     ("stress-pct-depth-0", ["stress", "lifecycle", "--schedule", "pct", "--pct-depth", "0"],
      "Invalid value for '--pct-depth': 0 is not in the range 1..64"),
     ("stress-seconds-minus-1", ["stress", "lifecycle", "--seconds", "-1"],
