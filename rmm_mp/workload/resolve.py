@@ -143,7 +143,8 @@ def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = 
         if file.cpus > limit:
             # The file's count is a default the run may change: say how, or a user running a
             # bundled workload on a smaller platform was sent to edit a file that is not theirs.
-            raise f.fail("cpus", file.cpus, f"{expected}; --cpus N runs it on fewer")
+            # Named with its command: `workloads validate` says this too, and takes no --cpus.
+            raise f.fail("cpus", file.cpus, f"{expected}; `rmm-mp run --cpus N` runs it on fewer")
         cpus = file.cpus
     count = cpus if cpus is not None else limit
     if seed is not None:

@@ -64,6 +64,22 @@ def test_workloads_show_and_validate_call_their_argument_what_their_errors_call_
     assert usage.split("[OPTIONS] ")[1] in ("WORKLOAD", "WORKLOAD..."), usage
 
 
+def test_validate_of_a_file_with_more_cpus_than_its_platform_names_the_command_that_runs_it_on_fewer(
+        tmp_path: Path) -> None:
+    """`workloads validate` of a file whose cpus exceed its platform's: the error's hint names
+    `rmm-mp run --cpus N`, not a bare --cpus N, an option validate does not take ("No such
+    option: --cpus" for the user who followed it)."""
+    path = tmp_path / "w.toml"
+    path.write_text('platform = "host"\ncpus = 8\niterations = 10\nactivities = { run = 1 }\n'
+                    '[[realm]]\nname = "r"\nguest = "hello"\n')
+    result = CliRunner().invoke(main, ["workloads", "validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "cpus = 8: expected an integer in 1..4 (platform 'host' has 4 CPUs); `rmm-mp run --cpus N` runs it on " \
+           "fewer" in result.output, result.output
+    validate = CliRunner().invoke(main, ["workloads", "validate", "--help"]).output
+    assert "--cpus" not in validate, validate
+
+
 def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
     """`platform show` reports what RMI_FEATURES index 0 says, not the file's raw keys: with
     pmu = false the register has PMU_EN 0 and PMU_NUM_CTRS 0 (REALM_CREATE refuses a PMU), so

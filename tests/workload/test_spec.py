@@ -1450,7 +1450,7 @@ def test_too_many_cpus_for_the_platform(tmp_path: Path) -> None:
     platform sent the user to edit a file that is not theirs)."""
     err = refused(tmp_path, "cpus = 8\n" + HEAD + OK_REALM, 1, "cpus", 8,
                   "an integer in 1..4 (platform 'host' has 4 CPUs)")
-    assert err.expected.endswith("; --cpus N runs it on fewer"), str(err)
+    assert err.expected.endswith("; `rmm-mp run --cpus N` runs it on fewer"), str(err)
 
 
 def test_too_much_memory_for_the_platform(tmp_path: Path) -> None:
