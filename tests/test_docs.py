@@ -593,6 +593,19 @@ def _doc_facts() -> list[tuple[str, str]]:
     ]
 
 
+def test_signals_doc_quotes_the_line_of_a_ctrl_c_while_starting() -> None:
+    """docs/signals.md quotes the one line a Ctrl-C while rmm-mp starts writes (launch.INTERRUPTED),
+    read from launch.py's source: importing rmm_mp.launch would take this process's Ctrl-C over."""
+    import ast
+    tree = ast.parse((ROOT / "rmm_mp" / "launch.py").read_text())
+    (line,) = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+               and any(isinstance(t, ast.Name) and t.id == "INTERRUPTED" for t in node.targets)
+               and isinstance(node.value, ast.Constant)]
+    assert isinstance(line, bytes)
+    text = " ".join((ROOT / "docs" / "signals.md").read_text().split())
+    assert f"`{line.decode().strip()}` on stderr and exit status 130" in text
+
+
 def test_hand_written_numbers_of_the_docs_are_the_code_constants() -> None:
     """The numbers that README.md, docs/architecture.md, docs/locking.md, docs/deviations.md,
     docs/platforms.md, docs/workloads.md, docs/latency.md, docs/signals.md and docs/stress.md give for constants
