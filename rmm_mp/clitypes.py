@@ -167,14 +167,19 @@ def _in_range(number_range_type: click.FloatRange) -> Callable[[float], bool]:
 
 
 class Int(click.ParamType):
-    """click's INT for ASCII digits only, without '_' (refuse_odd_number)."""
+    """click's INT for ASCII digits only, without '_' (refuse_odd_number). Its range is the
+    command's to check (it names the platform's CPUs, say), but ``least`` bounds the integer a
+    float's hint names (refuse_float_for_integer): `--cpus -1e3` was told "write -1000"."""
 
     name = "integer"
+
+    def __init__(self, least: int = 0) -> None:
+        self.least = least
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "an integer", param, ctx)
         refuse_long_integer(value, param, ctx)
-        refuse_float_for_integer(value, param, ctx)
+        refuse_float_for_integer(value, param, ctx, lambda n: n >= self.least, f"the range from {self.least} up")
         return click.INT.convert(value, param, ctx)
 
 

@@ -90,12 +90,12 @@ def _resolve(workload: str, **options: object) -> Workload:
 @click.option("--platform", "platform_name", default=None,
               help="Platform: a bundled name (rmm-mp platform list) or a path to a platform TOML file "
                    "[default: the workload's, else host].")
-@click.option("--cpus", type=Int(), default=None,
+@click.option("--cpus", type=Int(least=1), default=None,
               help="CPU processes, one per simulated CPU [default: the workload's, else all of the "
                    "platform's, at most 64].")
 @click.option("--seconds", type=_SECONDS, default=None,
               help="Run for this long instead of the workload's length (phases keep their proportions).")
-@click.option("--iterations", type=Int(), default=None,
+@click.option("--iterations", type=Int(least=1), default=None,
               help="Run this many activity steps per CPU instead (phases keep their proportions).")
 @click.option("--seed", type=Int(), default=None,
               help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
@@ -229,10 +229,10 @@ def workloads_list() -> None:
 @workloads_group.command(name="show")
 @click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
-@click.option("--cpus", type=Int(), default=None, help="Show it resolved for this many CPUs.")
+@click.option("--cpus", type=Int(least=1), default=None, help="Show it resolved for this many CPUs.")
 @click.option("--seconds", type=_SECONDS, default=None,
               help="Show it resolved for this length.")
-@click.option("--iterations", type=Int(), default=None, help="Show it resolved for this many steps per CPU.")
+@click.option("--iterations", type=Int(least=1), default=None, help="Show it resolved for this many steps per CPU.")
 @click.option("--seed", type=Int(), default=None, help="Show it resolved with this seed.")
 def workloads_show(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None,
                    iterations: int | None, seed: int | None) -> None:

@@ -143,6 +143,12 @@ CASES = [
      "Invalid value for '--steps': '1e5': expected an integer in digits (write 100000)"),
     ("run-iterations-exponent", ["run", "quickstart", "--iterations", "1e5"],
      "Invalid value for '--iterations': '1e5': expected an integer in digits (write 100000)"),
+    # run's integers have their range checked by the command; a float's hint still names none below it
+    ("run-cpus-negative-exponent", [*RUN, "--cpus", "-1e3"], "Invalid value for '--cpus': '-1e3': expected an "
+                                                             "integer in digits (it is -1000, outside the range "
+                                                             "from 1 up)"),
+    ("run-seed-zero-exponent", [*RUN, "--seed", "0e0"], "Invalid value for '--seed': '0e0': expected an integer in "
+                                                        "digits (write 0)"),
     ("run-cpus-point-zero", [*RUN, "--cpus", "2.0"], "Invalid value for '--cpus': '2.0': expected an integer in "
                                                      "digits (write 2)"),
     ("run-seed-past-u64-exponent", [*RUN, "--seed", "1e30"], "Invalid value for '--seed': '1e30': expected an "
