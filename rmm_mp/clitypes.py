@@ -86,7 +86,9 @@ def integer_hint(text: str, accepts: Callable[[int], bool] | None = None, range_
     unit_hint says it, so that no number is named to write that is refused in turn (`--steps
     -1e3` named -1000). Empty for any other text: no integer (`1.5`, `1e-5`, `nan`), or past
     2^64 (every option's range ends far below it)."""
-    if _DECIMAL_INTEGER.fullmatch(text):
+    if m := _DECIMAL_INTEGER.fullmatch(text):
+        if len(m.group(1).lstrip("0")) > 20:
+            return ""       # past 2^64, and int() refuses past 4,300 digits (a traceback)
         number: float | int = int(text)
     else:
         try:
@@ -155,7 +157,7 @@ def not_seconds(value: str, accepts: Callable[[float], bool],
     return f"{value!r} is not a number of seconds{unit_hint(value, accepts, why_not=why_not)}"
 
 
-def _in_range(number_range_type: click.FloatRange) -> Callable[[float], bool]:
+def _in_range(number_range_type: click.FloatRange | click.IntRange) -> Callable[[float], bool]:
     """Whether a number is in the range of ``number_range_type``."""
     r = number_range_type
 
@@ -168,18 +170,23 @@ def _in_range(number_range_type: click.FloatRange) -> Callable[[float], bool]:
 
 class Int(click.ParamType):
     """click's INT for ASCII digits only, without '_' (refuse_odd_number). Its range is the
-    command's to check (it names the platform's CPUs, say), but ``least`` bounds the integer a
-    float's hint names (refuse_float_for_integer): `--cpus -1e3` was told "write -1000"."""
+    command's to check (it names the platform's CPUs, say), but ``least`` and ``most`` bound the
+    integer a hint names for `1_0` or `1e3` (integer_hint): `--cpus -1e3` was told "write -1000",
+    and `--cpus 1e3` "write 1000", each refused in turn."""
 
     name = "integer"
 
-    def __init__(self, least: int = 0) -> None:
-        self.least = least
+    def __init__(self, least: int = 0, most: int | None = None) -> None:
+        self.least, self.most = least, most
+        self._range = number_range(least, most)
+
+    def _accepts(self, n: int) -> bool:
+        return n >= self.least and (self.most is None or n <= self.most)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        refuse_odd_number(value, "an integer", param, ctx)
+        refuse_odd_number(value, "an integer", param, ctx, self._accepts, self._range)
         refuse_long_integer(value, param, ctx)
-        refuse_float_for_integer(value, param, ctx, lambda n: n >= self.least, f"the range from {self.least} up")
+        refuse_float_for_integer(value, param, ctx, self._accepts, self._range)
         return click.INT.convert(value, param, ctx)
 
 
@@ -197,9 +204,7 @@ class IntRange(click.IntRange):
 
     def _accepts(self, n: int) -> bool:
         # The range check of click's own IntRange (_number_clamp aside: no option clamps).
-        above = self.min is None or (n > self.min if self.min_open else n >= self.min)
-        below = self.max is None or (n < self.max if self.max_open else n <= self.max)
-        return above and below
+        return _in_range(self)(n)
 
     def _describe_range(self) -> str:
         # click's hook for the range text of both its error and --help (click 8.0 to 8.x).

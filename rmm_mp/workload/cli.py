@@ -17,6 +17,7 @@ import click
 from rmm_mp.clitypes import Command, Group, Int, TypedFloatParam, typed_word, usage_error
 from rmm_mp.cpu_outcome import error_text
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
+from rmm_mp.host.runqueue import MAX_CPUS
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
@@ -29,7 +30,8 @@ from rmm_mp.workload.describe import describe, length, summary
 from rmm_mp.workload.resolve import Workload, resolve, shortest_phase
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.run import RunOptions, interrupted_after_run, run_workload
-from rmm_mp.workload.spec import MAX_SECONDS, MIN_SECONDS
+from rmm_mp.workload.fields import U64
+from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, MIN_SECONDS
 
 _PATH = click.Path(dir_okay=False)
 
@@ -90,14 +92,14 @@ def _resolve(workload: str, **options: object) -> Workload:
 @click.option("--platform", "platform_name", default=None,
               help="Platform: a bundled name (rmm-mp platform list) or a path to a platform TOML file "
                    "[default: the workload's, else host].")
-@click.option("--cpus", type=Int(least=1), default=None,
+@click.option("--cpus", type=Int(1, MAX_CPUS), default=None,
               help="CPU processes, one per simulated CPU [default: the workload's, else all of the "
                    "platform's, at most 64].")
 @click.option("--seconds", type=_SECONDS, default=None,
               help="Run for this long instead of the workload's length (phases keep their proportions).")
-@click.option("--iterations", type=Int(least=1), default=None,
+@click.option("--iterations", type=Int(1, MAX_ITERATIONS), default=None,
               help="Run this many activity steps per CPU instead (phases keep their proportions).")
-@click.option("--seed", type=Int(), default=None,
+@click.option("--seed", type=Int(0, U64), default=None,
               help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
 @click.option("--json", "json_path", type=_PATH, default=None,
               help="Also write the report as JSON (docs/report-schema.json); a regular FILE is written whole or "
@@ -229,11 +231,12 @@ def workloads_list() -> None:
 @workloads_group.command(name="show")
 @click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
-@click.option("--cpus", type=Int(least=1), default=None, help="Show it resolved for this many CPUs.")
+@click.option("--cpus", type=Int(1, MAX_CPUS), default=None, help="Show it resolved for this many CPUs.")
 @click.option("--seconds", type=_SECONDS, default=None,
               help="Show it resolved for this length.")
-@click.option("--iterations", type=Int(least=1), default=None, help="Show it resolved for this many steps per CPU.")
-@click.option("--seed", type=Int(), default=None, help="Show it resolved with this seed.")
+@click.option("--iterations", type=Int(1, MAX_ITERATIONS), default=None,
+              help="Show it resolved for this many steps per CPU.")
+@click.option("--seed", type=Int(0, U64), default=None, help="Show it resolved with this seed.")
 def workloads_show(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None,
                    iterations: int | None, seed: int | None) -> None:
     """Check WORKLOAD (a bundled name or a path to a workload TOML file) and show it fully

@@ -145,8 +145,16 @@ CASES = [
      "Invalid value for '--iterations': '1e5': expected an integer in digits (write 100000)"),
     # run's integers have their range checked by the command; a float's hint still names none below it
     ("run-cpus-negative-exponent", [*RUN, "--cpus", "-1e3"], "Invalid value for '--cpus': '-1e3': expected an "
-                                                             "integer in digits (it is -1000, outside the range "
-                                                             "from 1 up)"),
+                                                             "integer in digits (it is -1000, outside 1..64)"),
+    ("run-cpus-exponent-past-any-platform", [*RUN, "--cpus", "1e3"], "Invalid value for '--cpus': '1e3': expected "
+                                                                     "an integer in digits (it is 1000, outside 1..64)"),
+    ("run-cpus-underscore-zero", [*RUN, "--cpus", "0_0"], "Invalid value for '--cpus': '0_0': expected an integer "
+                                                          "in digits without '_' (it is 0, outside 1..64)"),
+    # an underscore and more digits than int() converts: int() raised out of the hint (a traceback)
+    ("run-cpus-underscore-past-int-digits", [*RUN, "--cpus", "1_" + "0" * 5000], "expected an integer in digits "
+                                                                                  "without '_'"),
+    ("stress-steps-underscore-past-int-digits", [*STRESS, "--steps", "1_" + "0" * 5000], "expected an integer in "
+                                                                                         "digits without '_'"),
     ("run-seed-zero-exponent", [*RUN, "--seed", "0e0"], "Invalid value for '--seed': '0e0': expected an integer in "
                                                         "digits (write 0)"),
     ("run-cpus-point-zero", [*RUN, "--cpus", "2.0"], "Invalid value for '--cpus': '2.0': expected an integer in "
