@@ -535,7 +535,21 @@ def progress_text(elapsed: float, cpus: int, ready: int, ops: int, steps: int | 
 def _brief(report: StressReport) -> str:
     f = report.first()
     # Escaped as the report prints it (an ESC in a CPU's exception message), cut outside an escape.
-    return start_of(shown_line(f.headline()), 100) if f is not None else "no finding"
+    return _cut_at_word(shown_line(f.headline()), 100) if f is not None else "no finding"
+
+
+def _cut_at_word(shown: str, end: int) -> str:
+    """``shown`` whole when it has at most ``end`` characters, else its words that fit before a
+    "..." (a long word, a path, that would leave more than 20 characters unused is cut, outside an
+    escape: start_of). Cut at the 100th character, "RTT[L1] 0x8009" read as a whole address, and
+    nothing said it was cut."""
+    if len(shown) <= end:
+        return shown
+    head = start_of(shown, end - 3)
+    space = head.rfind(" ")
+    if shown[len(head)] != " " and space >= len(head) - 20:
+        head = head[:space]
+    return head.rstrip() + "..."
 
 
 def _typed(number: float) -> str:
