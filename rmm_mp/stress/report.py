@@ -16,12 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 from rmm_mp import words
-from rmm_mp.printable import shell_word
+from rmm_mp.printable import columns, shell_word
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.lockdep import Edge
 from rmm_mp.words import count as _count
-from rmm_mp.workload.describe import wrapped
+from rmm_mp.workload.describe import WIDTH, wrapped
 
 
 def _figure(value: float) -> str:
@@ -296,7 +296,7 @@ class StressReport:
         return line
 
     def text(self) -> str:
-        lines = [self.summary()]
+        lines = _phrase_lines(self.summary())
         # After the summary, as `rmm-mp run` puts its WARNING lines under its header: before, a
         # CPU's failed close was on stderr only (its traceback, from its process), so a report
         # or a JSON read later never showed it.
@@ -414,3 +414,26 @@ class StressReport:
         a quote in it must paste as one argument, and one with a control character must not act
         on the terminal (printable.shell_word)."""
         return f"rmm-mp stress --replay {shell_word(schedule_file)}"
+
+
+def _phrase_lines(line: str) -> list[str]:
+    """The summary ``line`` in lines of at most WIDTH terminal columns, as `rmm-mp run` and
+    `workloads show` keep theirs: broken after a phrase's "; ", later lines indented by 4, and a
+    phrase wider than a line broken at its spaces (describe.wrapped). Read together, the lines
+    give ``line``. On one line it ran to 187-234 columns in real runs."""
+    phrases = line.split("; ")
+    out: list[str] = []
+    current = ""
+    for i, phrase in enumerate(phrases):
+        piece = phrase + (";" if i < len(phrases) - 1 else "")
+        if not current:
+            current = piece
+        elif columns(current) + 1 + columns(piece) <= WIDTH:
+            current += " " + piece
+        else:
+            out.append(current)
+            current = "    " + piece
+    out.append(current)
+    return [part for one in out
+            for part in (wrapped(one.lstrip(" "), "    ", one[:len(one) - len(one.lstrip(" "))])
+                         if columns(one) > WIDTH else [one])]
