@@ -309,23 +309,34 @@ class StressReport:
             # Before the verdict: the verdict ends the report (the line a script reads last, and
             # the one interrupts.give holds back against a signal as it appears).
             lines.append(self.lock_contention())
+        # The verdict ends the report when there is no finding (the line a script reads last, and
+        # the one interrupts.give holds back), after the lines on what was not done and on the
+        # injected bugs: they followed it, so an interrupted run's last line was one of them, or
+        # a bare "no findings" with exit status 1. A finding's text follows its own count.
+        verdict: list[str] = []
+        cut = (f"the run was interrupted ({self.interrupted_by or 'Ctrl-C or SIGTERM'})" if self.interrupted else
+               "the run was stopped from outside (its stop flag)" if self.ended == "stopped" else "")
         if self.ok and not sum(self.ops.values()):
             # As pytest says when it collected nothing: a pass that tested nothing is not one.
-            lines.append("no findings, but no operation completed: nothing was tested"
-                         + ("" if self.cut_short else " (give the run more --seconds or --steps)"))
-        elif self.ok and self.ended == "stopped":
+            verdict.append("no findings, but no operation completed" + (f" before {cut}" if cut else "")
+                           + ": nothing was tested"
+                           + ("" if self.cut_short else " (give the run more --seconds or --steps)"))
+        elif self.ok and self.ended == "stopped" and not self.interrupted:
             # Its stop flag, raised from outside, ended it before its budget or time: a bare "no
             # findings" read as a clean pass of the whole run asked for (exit status 1, as cli says).
-            lines.append("no findings, but the run was stopped from outside (its stop flag) before its "
-                         + ("step budget" if self.config.deterministic else "time") + " was up: no pass")
+            verdict.append("no findings, but the run was stopped from outside (its stop flag) before its "
+                           + ("step budget" if self.config.deterministic else "time") + " was up: no pass")
+        elif self.ok and self.interrupted:
+            verdict.append(f"no findings, but {cut} before its end: no pass")
         elif self.ok:
-            lines.append("no findings")
+            verdict.append("no findings")
         else:
             # "rule 1" means nothing to a reader who has not read the rules: say where they are.
             rules = any(f.checker == "lockdep" and f.rule.startswith("rule") for f in self.findings)
-            lines.append(f"{len(self.findings)} finding(s)"
-                         + (" (lockdep's rules are numbered as in docs/locking.md):" if rules else ":"))
-            lines.append(self.findings_text())
+            verdict.append(f"{len(self.findings)} finding(s)"
+                           + (" (lockdep's rules are numbered as in docs/locking.md):" if rules else ":"))
+            verdict.append(self.findings_text())
+            lines.extend(verdict)
         lines.extend(f"not done: {what}" for what in self.not_done)
         from rmm_mp.stress.bugs import BUGS
         for name in self.unreached():
@@ -358,6 +369,8 @@ class StressReport:
                     lines.append(f"injected {name} ran, but {which} off "
                                  f"(checkers: {', '.join(self.config.checkers) or 'none'}), "
                                  "so \"no findings\" says nothing of the bug")
+        if self.ok:
+            lines.extend(verdict)
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
