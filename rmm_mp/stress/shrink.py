@@ -231,15 +231,28 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
 
 def _differing(found: tuple[str, str, str], target: tuple[str, str, str]) -> tuple[str, str]:
     """The part of two findings' keys (Finding.key) that differs, as a shrink verdict names it:
-    checker and rule ("lockdep: rule 3"), else the site or identity, each cut at 60 characters."""
+    checker and rule ("lockdep: rule 3"), else the site or identity, each cut to 60 characters,
+    from a little before where the two differ when that is past the first 57."""
     if found[:2] != target[:2]:
         return f"{found[0]}: {found[1]}", f"{target[0]}: {target[1]}"
 
-    def brief(where: str) -> str:
+    def brief(where: str, other: str) -> str:
         if not where:
             return "no site"
-        return where if len(where) <= 60 else where[:57] + "..."
-    return brief(found[2]), brief(target[2])
+        if len(where) <= 60:
+            return where
+        same = next((i for i, (a, b) in enumerate(zip(where, other)) if a != b), min(len(where), len(other)))
+        if same < 57:
+            return where[:57] + "..."
+        # Two sites in one helper reached from two handlers (findings.site: "inner <- handler")
+        # differ only in the handler's frame: cut at 57 both read "rmm_mp/rmm/s2tt.py:298
+        # (walk) <- rmm_mp/rmm/handlers/rmi_...". Shown from the path part or word it differs in.
+        start = max(0, same - 20)
+        edge = max(where.rfind(" ", start, same), where.rfind("/", start, same))
+        if edge >= 0:
+            start = edge + 1
+        return "..." + where[start:start + 54] + ("..." if start + 54 < len(where) else "")
+    return brief(found[2], target[2]), brief(target[2], found[2])
 
 
 def _replay_config(cfg: StressConfig, switches: tuple[tuple[int, int], ...], step: int | None) -> StressConfig:

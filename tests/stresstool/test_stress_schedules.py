@@ -1309,3 +1309,21 @@ def test_a_shrink_attempt_with_the_finding_at_another_site_names_both_sites(monk
     assert verdicts == [
         "not kept: another finding (rmm_mp/rmm/rmi_rtt.py:40 (g)) than the one being shrunk (a.py:1 (f))",
         f"not kept: another finding ({long[:57]}...) than the one being shrunk (a.py:1 (f))"], verdicts
+
+
+def test_two_sites_alike_in_their_first_60_characters_are_named_by_where_they_differ() -> None:
+    """A site is its innermost frame, then the handler's (findings.site): two findings in one
+    helper reached from two handlers differ only past the 60 characters the shrink verdict cut
+    each to, and read alike, "another finding (X...) than the one being shrunk (X...)". Each is
+    now shown from a little before where they differ. Failed before: the two were the same text."""
+    from rmm_mp.stress.shrink import _differing
+    ours = "rmm_mp/rmm/s2tt.py:298 (walk) <- rmm_mp/rmm/handlers/rmi_rtt.py:135 (rmi_rtt_destroy)"
+    theirs = "rmm_mp/rmm/s2tt.py:298 (walk) <- rmm_mp/rmm/handlers/rmi_rtt.py:90 (rmi_rtt_create)"
+    a, b = _differing(("ownership", "r", ours), ("ownership", "r", theirs))
+    assert a != b, (a, b)
+    for brief, site in ((a, ours), (b, theirs)):
+        assert len(brief) <= 63 and brief.strip(".") in site, brief
+    assert "135" in a and "90" in b, (a, b)
+    assert _differing(("o", "r", "a.py:1 (f)"), ("o", "r", "b.py:2 (g)")) == ("a.py:1 (f)", "b.py:2 (g)")
+    first = "rmm_mp/rmm/" + "x" * 80 + ".py:7 (f)"
+    assert _differing(("o", "r", first), ("o", "r", "a.py:1 (f)")) == (first[:57] + "...", "a.py:1 (f)")
