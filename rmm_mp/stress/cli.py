@@ -539,10 +539,8 @@ def _brief(report: StressReport) -> str:
 
 
 def _cut_at_word(shown: str, end: int) -> str:
-    """``shown`` whole when it has at most ``end`` characters, else its words that fit before a
-    "..." (a long word, a path, that would leave more than 20 characters unused is cut, outside an
-    escape: start_of). Cut at the 100th character, "RTT[L1] 0x8009" read as a whole address, and
-    nothing said it was cut."""
+    """``shown``, or its words that fit in ``end`` characters with "..." (a long word, a path, cut outside
+    an escape: start_of). Cut at the 100th, "RTT[L1] 0x8009" read as a whole address."""
     if len(shown) <= end:
         return shown
     head = start_of(shown, end - 3)
