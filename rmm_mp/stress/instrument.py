@@ -40,7 +40,7 @@ from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.findings import Finding, call_text, fid_name
 from rmm_mp.stress.probe import Probe, StressAbort
 from rmm_mp.stress.shared import END_ABORT, StressSegment
-from rmm_mp.stress.watchdog import call_on, kind_of
+from rmm_mp.stress.watchdog import call_on, kind_of, named_on
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu
@@ -160,16 +160,20 @@ def _self_deadlock(probe: Probe, table: GranuleTable, idx: int) -> None:
     pa = table.base + (idx << 12)
     # By table too: the host's NS-copy table and the CPU's own index the same granules, and an
     # entry of the other table (one whose lock word was overwritten under it) named the wrong class.
-    lock = next((h.describe() for h in probe.held if h.idx == idx and h.owner == table.owner), f"{pa:#x}")
+    held = next((h for h in probe.held if h.idx == idx and h.owner == table.owner), None)
+    lock = held.describe() if held is not None else f"{pa:#x}"
+    # Its identity (Finding.identity): the call, and the class and realm of the lock, shaped as
+    # the watchdog's (wait_identity), which names the granule's state where this names the lock's
+    # class (RTT[L2], NS_COPY); with none every such finding was one problem to shrinking.
+    kind = classes.name(held.cls) if held is not None else "a granule"
     # The Probe does not know which call took the lock: a handler taking one granule twice
     # waits here as well as one whose earlier call leaked it (with the watchdog on, that call's
     # return was reported already). This used to blame an earlier call alone.
-    how = ("which its host process holds" if table is not probe.cpu.granules
-           else "which it holds itself: taken again in this call, or leaked by an earlier one")
-    # Its identity (Finding.identity): the call and the kind and realm of the lock, as the
-    # watchdog's (wait_identity); with none every such finding was one problem to shrinking.
-    kind = next((classes.name(h.cls) for h in probe.held if h.idx == idx and h.owner == table.owner), "a granule")
-    whose = "its host process holds" if table is not probe.cpu.granules else "it holds itself"
+    if table is not probe.cpu.granules:
+        whose, how = "its host process holds", "which its host process holds"
+    else:
+        whose = "it holds itself"
+        how = "which it holds itself: taken again in this call, or leaked by an earlier one"
     probe.finding("watchdog", "leaked-lock", f"CPU {probe.cpu_id} waits for {lock}, {how}",
                   identity=f"{call_on(probe.current_call(), probe.roles)} waits for "
                            f"{kind_of(kind, pa, probe.roles)}, which {whose}")
@@ -188,14 +192,13 @@ def _leak_checked_enter(probe: Probe, enter: Any) -> Any:
             # Its identity (Finding.identity): the leaking call, here known for sure, and the
             # classes of the locks it left held, without addresses or CPU; with the realm of the
             # population (probe.roles) its first argument and each lock is of, as the watchdog's.
-            on = f" on {probe.roles[x1]}" if x1 in probe.roles else ""
             kinds = ", ".join(sorted({kind_of(classes.name(h.cls), h.addr, probe.roles) for h in probe.held}))
             probe.findings.add(Finding(
                 "watchdog", "leaked-lock", f"{call_text(fid, (x1, x2, x3, x4, x5, x6), cmd.inputs if cmd else None)} "
                 f"returned holding {held}: held by CPU {probe.cpu_id}, which is not in a call any more",
                 probe.cpu_id, call_text(fid, (x1, x2, x3, x4, x5, x6), cmd.inputs if cmd else None), "", (),
                 probe.sched.step if probe.sched is not None else None,
-                identity=f"{fid_name(fid)}{on} returned holding {kinds}"))
+                identity=f"{named_on(fid_name(fid), x1, probe.roles)} returned holding {kinds}"))
             if probe.on_finding is not None:
                 probe.on_finding()
         return result

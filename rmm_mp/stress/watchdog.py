@@ -21,7 +21,9 @@ A CPU process that dies is reported by the runtime (rmm_mp.runtime CpuFailure) a
 a finding with the same snapshot. On any of these the run ends cleanly: the stress segment says
 abort, spinning CPUs leave their call, and the others stop between operations.
 
-This module owns the stuck analysis and the snapshots. It must not change the machine.
+This module owns the stuck analysis, the snapshots, and the wording of a watchdog finding's
+identity (Finding.identity: call_on, named_on, kind_of), which stress.instrument's leaked-lock
+findings share. It must not change the machine.
 """
 
 from __future__ import annotations
@@ -204,9 +206,14 @@ def call_on(call: str, roles: Mapping[int, str]) -> str:
     """A published ``call`` (describe_call) without its arguments, and the realm of ``roles``
     its first argument (an RD for most commands) is: ``RMI_RTT_CREATE on realm T``. Also the
     call stress.instrument's leaked-lock findings name."""
-    name = call_name(call) or "between calls"
     first = _FIRST_ARGUMENT.match(call)
-    role = roles.get(int(first.group(1), 16)) if first else None
+    return named_on(call_name(call) or "between calls", int(first.group(1), 16) if first else None, roles)
+
+
+def named_on(name: str, first: int | None, roles: Mapping[int, str]) -> str:
+    """The command ``name`` and the realm of ``roles`` its ``first`` argument is, if any: ``RMI_RTT_CREATE on
+    realm T``. For call_on and stress.instrument's leaked-lock findings, which know the argument itself."""
+    role = roles.get(first) if first is not None else None
     return f"{name} on {role}" if role else name
 
 
