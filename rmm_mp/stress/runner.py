@@ -156,11 +156,13 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     plan = _sched_plan(config, seg)
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(config.cpus)] if plan is not None else []
+    # The one place the roles are worked out: the CPUs' findings and the supervisor's name them.
+    realm_roles = roles(population) if isinstance(population, Population) else {}
     cpu_plan = CpuPlan(config, population, plan, tuple(r for r, _ in pipes),  # type: ignore[arg-type]
-                       tuple(w for _, w in pipes))
+                       tuple(w for _, w in pipes), realm_roles)
     start = time.monotonic()
     sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick, origin=start,
-                      roles=roles(population) if isinstance(population, Population) else {})
+                      roles=realm_roles)
 
     started = False
 
@@ -259,7 +261,8 @@ class _Supervisor:
                  origin: float | None = None, roles: dict[int, str] | None = None) -> None:
         self.machine, self.seg, self.config, self.plan, self.wakes = machine, seg, config, plan, wakes
         self.roles = roles or {}
-        """The population's roles (population.roles), which a stuck call's identity names."""
+        """The population's roles (population.roles), which the identities of its watchdog's
+        findings, a stuck call's and a dead CPU's (stress.ending) name realms by."""
         self.origin = time.monotonic() if origin is None else origin
         """When the run began (time.monotonic), as the report's elapsed time counts it: before
         run_cpus spawned the CPU processes. The ticks' ``elapsed`` counts from after the

@@ -39,7 +39,7 @@ from rmm_mp.stress.findings import (AT_QUIESCENT, Finding, call_name, invariant_
                                     without_lines, without_run_values)
 from rmm_mp.stress.lockdep import Edge, LockOrder
 from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
-from rmm_mp.stress.population import Population, roles
+from rmm_mp.stress.population import Population
 from rmm_mp.stress.probe import Probe, StressAbort
 from rmm_mp.stress.sched import SchedPlan, Scheduler
 from rmm_mp.stress.shared import ABSENT, DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_FREE, READY, StressSegment
@@ -91,6 +91,9 @@ class CpuPlan:
     sched: SchedPlan | None
     parks: tuple[Connection, ...] = ()
     wakes: tuple[Connection, ...] = ()
+    roles: dict[int, str] = field(default_factory=dict)
+    """The population's roles (population.roles), worked out once by the runner, whose
+    supervisor names them too: what the identities of this CPU's findings name realms by."""
 
 
 @dataclass
@@ -125,7 +128,7 @@ def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
     cfg = plan.config
     seg = StressSegment.attach(cpu.machine.name)
     probe = instrument.install(cpu, None if cfg.deterministic else seg, watchdog=cfg.on("watchdog"))
-    probe.roles = roles(plan.population) if isinstance(plan.population, Population) else {}
+    probe.roles = plan.roles
     result = CpuResult(cpu.id)
     sched = None
     tables = (cpu.granules.stats, cpu.machine._host_ns.table.stats)
