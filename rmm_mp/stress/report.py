@@ -394,7 +394,8 @@ class StressReport:
             "findings": [f.to_json() for f in self.findings],
             "lock_edges": [e.to_json() for e in self.edges],
             "not_done": list(self.not_done),
-            # Over the CPUs that returned a result: 0 for a bug whose code the run never reached.
+            # Over the CPUs that returned a result: 0 for a bug whose code none of them reached (a CPU
+            # that returned none may have: bug_calls_unreported).
             "bug_calls": {name: self.bug_calls.get(name, 0) for name in cfg.inject},
             "locks": self._locks_json(),
             # Per CPU that returned no result: what it had published, partial (unreported_locks' docstring).
