@@ -7,7 +7,9 @@ findings name, and no path or machine name but those of a CPU's traceback and th
 raised, which a replay leaves out as it compares (without_run_values): so a replay's report can
 be compared with the original's line for line, made in another checkout too.
 
-This module owns the Finding record and call naming. It must not check anything.
+This module owns the Finding record, call naming, and NUMBER with the exact values of the
+numbers it finds (scaled, decimal_value), which the replay's comparison reads (stress.schedule).
+It must not check anything.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
@@ -154,6 +158,37 @@ NUMBER = re.compile(r"(?:(?<![\w-])(?P<sign>-))?\b(?<!\w\.)(?!\d+\.\d+\.\d)"
                     r"|(?P<fraction>\d+\.\d+|\d+(?=[eE][+-]))(?:[eE](?P<exponent>[+-]?\d+))?"
                     r"|(?P<grouped>\d{1,3}(?:,\d{3})+)"
                     rf"|(?=[0-9a-fA-F]*\d)(?P<bare>[0-9a-fA-F]{{{BARE_HEX_DIGITS},}})|(?P<plain>\d+))\b")
+
+
+EXPONENT_CAP: Final = 1000
+"""The largest power of ten (either sign) a number's exponent is applied by (1.5e+300 is its value).
+Past it (a hand-edited 1e+99999999, whose value has a hundred million digits: Fraction took minutes
+to make it) the number is its mantissa and exponent, one number only with the same two."""
+
+
+def scaled(value: int | Fraction, exponent: str | None) -> int | Fraction | tuple[object, ...]:
+    """``value`` times ten to ``exponent`` (None: none), exact; past EXPONENT_CAP, the pair
+    (mantissa, exponent) as a tuple, which no number equals."""
+    if exponent is None:
+        return value
+    negative = exponent.startswith("-")
+    power = exponent.lstrip("+-").lstrip("0") or "0"
+    # Its length first: int() of a run of 5,000 digits raises (sys.get_int_max_str_digits).
+    if len(power) > len(str(EXPONENT_CAP)) or int(power) > EXPONENT_CAP:
+        return ("e", value, negative, power)
+    scale = Fraction(10) ** int(power)
+    return value / scale if negative else value * scale
+
+
+def decimal_value(digits: str) -> int | Fraction:
+    """The value of decimal ``digits`` (a '.' in them: a fraction). Past the digits int() converts
+    (sys.get_int_max_str_digits) it raised ValueError, and the replay's check with it: such a
+    number is read through Decimal, which has no such limit, to the same exact value (1.5 with
+    5,000 zeros after it is 1.5; not its digits, which would not be)."""
+    try:
+        return Fraction(digits) if "." in digits else int(digits)
+    except ValueError:
+        return Fraction(Decimal(digits))
 
 
 def masked_numbers(text: str) -> str:

@@ -39,11 +39,10 @@ import dataclasses
 import json
 import shlex
 from collections import Counter, deque
-from decimal import Decimal
 from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from rmm_mp.hw import segment
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, suggestion
@@ -55,7 +54,7 @@ from rmm_mp.stress.config import (
     CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
 )
 from rmm_mp.stress.findings import CHECKERS as FINDING_CHECKERS
-from rmm_mp.stress.findings import NUMBER, Finding, without_lines, without_run_values
+from rmm_mp.stress.findings import NUMBER, Finding, decimal_value, scaled, without_lines, without_run_values
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.population import POPULATIONS
 from rmm_mp.stress.report import StressReport
@@ -316,7 +315,7 @@ class _Number:
     (no 0x), its value read as hex."""
 
     values: frozenset[int | Fraction | tuple[object, ...]]
-    """Exact values; a tuple for one whose exponent is past EXPONENT_CAP (_scaled)."""
+    """Exact values; a tuple for one whose exponent is past findings.EXPONENT_CAP (findings.scaled)."""
     bare: int | None = None
 
     def may_be(self, other: "_Number") -> bool:
@@ -342,47 +341,16 @@ def _numbers(text: str) -> tuple[_Number, ...]:
         if hexed is not None:
             values = {int(hexed, 16)}
         elif fraction is not None:
-            values = {_scaled(_decimal(fraction), m["exponent"])}
+            values = {scaled(decimal_value(fraction), m["exponent"])}
         elif grouped is not None:
-            values = {_decimal(grouped.replace(",", ""))}
+            values = {decimal_value(grouped.replace(",", ""))}
         elif bare is not None:
             bare_value = sign * int(bare, 16)
-            values = {int(bare, 16), *((_decimal(bare),) if bare.isdigit() else ())}
+            values = {int(bare, 16), *((decimal_value(bare),) if bare.isdigit() else ())}
         else:
-            values = {_decimal(plain)}
+            values = {decimal_value(plain)}
         out.append(_Number(frozenset((sign, *v) if isinstance(v, tuple) else sign * v for v in values), bare_value))
     return tuple(out)
-
-
-EXPONENT_CAP: Final = 1000
-"""The largest power of ten (either sign) a number's exponent is applied by (1.5e+300 is its value).
-Past it (a hand-edited 1e+99999999, whose value has a hundred million digits: Fraction took minutes
-to make it) the number is its mantissa and exponent, one number only with the same two."""
-
-
-def _scaled(value: int | Fraction, exponent: str | None) -> int | Fraction | tuple[object, ...]:
-    """``value`` times ten to ``exponent`` (None: none), exact; past EXPONENT_CAP, the pair
-    (mantissa, exponent) as a tuple, which no number equals."""
-    if exponent is None:
-        return value
-    negative = exponent.startswith("-")
-    power = exponent.lstrip("+-").lstrip("0") or "0"
-    # Its length first: int() of a run of 5,000 digits raises (sys.get_int_max_str_digits).
-    if len(power) > len(str(EXPONENT_CAP)) or int(power) > EXPONENT_CAP:
-        return ("e", value, negative, power)
-    scale = Fraction(10) ** int(power)
-    return value / scale if negative else value * scale
-
-
-def _decimal(digits: str) -> int | Fraction:
-    """The value of decimal ``digits`` (a '.' in them: a fraction). Past the digits int() converts
-    (sys.get_int_max_str_digits) it raised ValueError, and the replay's check with it: such a
-    number is read through Decimal, which has no such limit, to the same exact value (1.5 with
-    5,000 zeros after it is 1.5; not its digits, which would not be)."""
-    try:
-        return Fraction(digits) if "." in digits else int(digits)
-    except ValueError:
-        return Fraction(Decimal(digits))
 
 
 _Identity = tuple[tuple[object, ...], tuple[_Number, ...]]
