@@ -190,7 +190,8 @@ def unlink_machine(segments: MachineSegments) -> list[str]:
     newline that `rmm-mp clean`'s error line printed raw."""
     problems = []
     # The control block first, as a close unlinks it (Machine.attach: an attacher racing this
-    # then finds no machine, not a machine missing a part "removed by hand"); sorted, .cpus was.
+    # then finds no machine, not a machine missing a part "removed by hand"). In plain sorted
+    # order, as the sweeps once went, .cpus came first and an attacher saw that part missing.
     for path in sorted(segments.paths, key=lambda path: not path.endswith(f".{MACHINE_PARTS[0]}")):
         try:
             _unlink_quietly(path)
