@@ -210,10 +210,9 @@ class Machine:
             raise ValueError(f"name = {shown}: expected a machine name ({segment.MACHINE_NAME_FORM}), such as "
                              "'rmm-mp-1234-0a1b2c3d'")
         attached: dict[str, Segment] = {}
-        part = ""
         try:
             for part in segment.MACHINE_PARTS:
-                attached[part] = Segment.attach(name, part)
+                attached[part] = _attach_part(name, shown, part)
                 if part == "ctl" and _being_created(attached[part]):
                     raise FileExistsError   # its creator has not finished making it
         except FileExistsError:
@@ -227,24 +226,11 @@ class Machine:
                 raise MachineError(f"machine {shown} was never finished: its creator (pid {pid}) died while making "
                                    "it (`rmm-mp clean` removes it)") from None
             raise MachineError(f"machine {shown} is still being created: try again in a moment") from None
-        except FileNotFoundError:
+        except MachineError:
             for seg in attached.values():
                 seg.close()
-            if part != "ctl":
-                # Its control block is there: "no machine named" read as if there were none, and
-                # named no part (a close unlinks the control block first, as every unlinker does,
-                # so a machine being closed is seldom caught so).
-                raise _missing(shown, part) from None
-            raise MachineError(f"no machine named {shown} in {segment.shown_shm_dir()} "
-                               "(it was closed, or never existed)") from None
-        except (OSError, ValueError) as exc:
-            # A name too long for the file system, an unreadable or empty (truncated) segment:
-            # no machine to attach to either, and the message says which and why.
-            for seg in attached.values():
-                seg.close()
-            raise _unmappable(shown, part, exc) from None
+            raise
         view = atomicshm.AtomicView(attached["ctl"].buf)
-        mapping_trace = False   # True while the trace segment is being mapped: its failure is named as the parts' are
         try:
             # The control block's size first, as it is read next; the others' once it says what they hold.
             _check_size(attached["ctl"], "ctl", ctl.SIZE)
@@ -253,29 +239,18 @@ class Machine:
             plat = Platform.from_json(control.platform_json())
             cpus = control.cpus
             if control.trace_capacity:
-                mapping_trace = True
-                attached[segment.TRACE_PART] = Segment.attach(name, segment.TRACE_PART)
-                mapping_trace = False
+                attached[segment.TRACE_PART] = _attach_part(name, shown, segment.TRACE_PART)
             # A segment shorter than its control block says (truncated by hand, or by a full
             # /dev/shm) was mapped as it was, and `rmm-mp check` then died in a traceback on the
             # first granule past its end, or called a cut DRAM's invariants holding.
             for part, size in _segment_sizes(plat, cpus, control.trace_capacity).items():
                 if part != "ctl":
                     _check_size(attached[part], part, size)
-        except FileNotFoundError:   # its trace segment: missing beside the control block, as a part above
+        except (MachineError, ValueError) as exc:
             view.close()
             for seg in attached.values():
                 seg.close()
-            raise _missing(shown, segment.TRACE_PART) from None
-        except (OSError, ValueError) as exc:
-            view.close()
-            for seg in attached.values():
-                seg.close()
-            if mapping_trace:
-                # Its trace segment could not be mapped (empty, not a file): refused by name, as
-                # the other parts are above (an OSError escaped attach, an empty one named no part).
-                raise _unmappable(shown, segment.TRACE_PART, exc) from None
-            if not isinstance(exc, ValueError):
+            if isinstance(exc, MachineError):
                 raise
             raise MachineError(f"{shown}: {exc}") from None
         view.close()
@@ -531,6 +506,24 @@ class Machine:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("creator" if self.is_creator else "attached")
         return f"<Machine {self.name} platform={self.platform.name} cpus={self.cpus} {state}>"
+
+
+def _attach_part(name: str, shown: str, part: str) -> Segment:
+    """Map machine ``name``'s segment ``part``, or refuse the machine (MachineError) naming why:
+    no control block is no machine; another part missing beside it, or a segment that cannot be
+    opened or mapped (a name too long for the file system, an empty or unreadable file, a
+    directory in its place), is named by its part."""
+    try:
+        return Segment.attach(name, part)
+    except FileNotFoundError:
+        if part != "ctl":
+            # "no machine named" read as if there were none, and named no part (a close unlinks the
+            # control block first, as every unlinker does, so a machine being closed is seldom caught so).
+            raise _missing(shown, part) from None
+        raise MachineError(f"no machine named {shown} in {segment.shown_shm_dir()} "
+                           "(it was closed, or never existed)") from None
+    except (OSError, ValueError) as exc:
+        raise _unmappable(shown, part, exc) from None
 
 
 def _missing(shown: str, part: str) -> MachineError:
