@@ -196,8 +196,11 @@ class Machine:
         # The name as a message shows it (shown_text: abbreviated past 240 characters, escaped
         # if not printable): a long word pasted as the name was printed whole in every refusal.
         shown = shown_text(name) if isinstance(name, str) else repr(name)
+        # One wording for every word of another form, as `rmm-mp check` prints it (its MACHINE_NAME).
+        not_a_name = (f"name = {shown}: expected a machine name such as 'rmm-mp-1234-0a1b2c3d' "
+                      f"({segment.MACHINE_NAME_FORM}, as machines are named and `rmm-mp clean` lists them)")
         if not isinstance(name, str) or not name.startswith(segment.NAME_PREFIX) or "/" in name:
-            raise ValueError(f"name = {shown}: expected a machine name such as 'rmm-mp-1234-0a1b2c3d'")
+            raise ValueError(not_a_name)
         if segment.is_segment_name(name):
             # A segment's file name, copied from a listing of the segment directory: "no machine
             # named 'rmm-mp-1234-0a1b2c3d.ctl'" read as if the machine were gone.
@@ -205,10 +208,9 @@ class Machine:
             raise ValueError(f"name = {shown}: expected a machine name, not the file name of one of its segments "
                              f"(its .{part}): {shown_text(machine_name)}")
         if not segment.is_machine_name(name):
-            # As `rmm-mp check` and `rmm-mp clean` judge a name: 'rmm-mp-01-...' or a pid in other
-            # digits was looked for, and "no machine named" read as if such a machine could be.
-            raise ValueError(f"name = {shown}: expected a machine name ({segment.MACHINE_NAME_FORM}), such as "
-                             "'rmm-mp-1234-0a1b2c3d'")
+            # As `rmm-mp clean` judges a name: 'rmm-mp-01-...' or a pid in other digits was looked
+            # for, and "no machine named" read as if such a machine could be.
+            raise ValueError(not_a_name)
         attached: dict[str, Segment] = {}
         try:
             for part in segment.MACHINE_PARTS:

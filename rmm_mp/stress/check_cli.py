@@ -29,7 +29,6 @@ from rmm_mp.hw import orphans, segment
 from rmm_mp.hw.cpuarea import binding_ended
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.quiesce import Pause, QuiesceError, census
-from rmm_mp.hw.tomlsrc import shown_text
 from rmm_mp.interrupts import Interrupts, decided
 from rmm_mp.outpaths import check_output, echo, write_files, write_json
 from rmm_mp.words import count
@@ -112,18 +111,12 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         check_output("--json", json_path)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if not segment.is_machine_name(machine_name) and not segment.is_segment_name(machine_name):
-        # One test of a name with `rmm-mp clean`'s listing (segment.is_machine_name): attach takes any
-        # word after 'rmm-mp-', so a name clean never lists ('rmm-mp-01-deadbeef', upper-case hex) was
-        # looked for. A segment's file name goes on to attach, which names its machine.
-        raise click.UsageError(f"command line: MACHINE_NAME = {shown_text(machine_name)}: expected a machine name "
-                               f"such as 'rmm-mp-1234-0a1b2c3d' ({segment.MACHINE_NAME_FORM}, as machines are "
-                               f"named and `rmm-mp clean` lists them)")
     try:
         machine = Machine.attach(machine_name)
     except ValueError as exc:
-        # attach refuses a word that is no machine name as "name = ...: expected ...", its API's
-        # wording: the argument was wrong, so said as run's WORKLOAD or platform show's NAME is.
+        # attach refuses a word that is no machine name (of another form than `rmm-mp clean` lists,
+        # or a segment's file name) as "name = ...: expected ...", its API's wording: the argument
+        # was wrong, so said as run's WORKLOAD or platform show's NAME is.
         if str(exc).startswith("name = "):
             raise click.UsageError(f"command line: MACHINE_NAME = {str(exc).removeprefix('name = ')}") from None
         # attach words every other refusal as a MachineError (the branch below): a ValueError not
