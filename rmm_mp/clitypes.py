@@ -48,13 +48,13 @@ def refuse_odd_number(value: Any, kind: str, param: click.Parameter | None, ctx:
     writes in a string ("4M", "0-3", "64 MiB") do not either. StepsOrSeconds read `1_0` as 10
     seconds' worth of float while it read `10` as an exact count of steps. A sign (`+4`, `-1`)
     and blanks around the number are read as before. For an integer, the number to write is
-    the integer, if the option takes it (integer_hint, given ``accepts`` and ``range_text``):
+    the integer, if the option takes it (option_integer_hint, given ``accepts`` and ``range_text``):
     `--cpus 1_0.0` named 10.0, which an integer option refuses in turn."""
     refuse_non_ascii(value, kind, param, ctx)
     if isinstance(value, str) and "_" in value:
         bare = value.strip().replace("_", "")
-        if kind == "an integer":
-            hint = integer_hint(bare, accepts, range_text)
+        if accepts is not None:     # an integer option (Int, IntRange): its range bounds the hint
+            hint = option_integer_hint(bare, accepts, range_text)
         else:
             try:
                 float(bare)
@@ -79,7 +79,7 @@ def refuse_long_integer(value: Any, param: click.Parameter | None, ctx: click.Co
 _DECIMAL_INTEGER = re.compile(r"\s*[+-]?([0-9]+)\s*", re.ASCII)
 
 
-def integer_hint(text: str, accepts: Callable[[int], bool] | None = None, range_text: str = "the range") -> str:
+def option_integer_hint(text: str, accepts: Callable[[int], bool] | None = None, range_text: str = "the range") -> str:
     """" (write N)" for ``text`` (no '_' in it) that is a number of integer value, N that
     integer in digits, when the option takes N (``accepts``, its range; None: the command checks
     the range after the parsing); " (it is N, outside RANGE)" when it does not, as a time's
@@ -106,7 +106,7 @@ def integer_hint(text: str, accepts: Callable[[int], bool] | None = None, range_
 def refuse_float_for_integer(value: Any, param: click.Parameter | None, ctx: click.Context | None,
                              accepts: Callable[[int], bool] | None = None, range_text: str = "the range") -> None:
     """Refuse a number written as a float where an integer is taken (`--iterations 1e5`,
-    `--cpus 2.0`), naming the integer to write when it is one the option takes (integer_hint):
+    `--cpus 2.0`), naming the integer to write when it is one the option takes (option_integer_hint):
     click said "'1e5' is not a valid integer", where every other number error of the commands
     says what to write."""
     if not isinstance(value, str) or _DECIMAL_INTEGER.fullmatch(value):
@@ -117,7 +117,7 @@ def refuse_float_for_integer(value: Any, param: click.Parameter | None, ctx: cli
         return
     if math.isnan(number) or (math.isinf(number) and "inf" in value.lower()):
         return      # a word, no number: click's "is not a valid integer" names it
-    hint = integer_hint(value.strip(), accepts, range_text)
+    hint = option_integer_hint(value.strip(), accepts, range_text)
     raise click.BadParameter(f"{typed(value)!r}: expected an integer in digits{hint}", ctx=ctx, param=param)
 
 
@@ -171,7 +171,7 @@ def _in_range(number_range_type: click.FloatRange | click.IntRange) -> Callable[
 class Int(click.ParamType):
     """click's INT for ASCII digits only, without '_' (refuse_odd_number). Its range is the
     command's to check (it names the platform's CPUs, say), but ``least`` and ``most`` bound the
-    integer a hint names for `1_0` or `1e3` (integer_hint): `--cpus -1e3` was told "write -1000",
+    integer a hint names for `1_0` or `1e3` (option_integer_hint): `--cpus -1e3` was told "write -1000",
     and `--cpus 1e3` "write 1000", each refused in turn."""
 
     name = "integer"
