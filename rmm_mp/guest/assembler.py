@@ -21,7 +21,7 @@ import struct
 from rmm_mp.guest import expr
 from rmm_mp.guest.asmlines import AssemblerError, Line as _Line, ascii_upper as _ascii_upper
 from rmm_mp.guest.asmlines import parse_line as _parse
-from rmm_mp.guest.asmoperands import REG as _REG, address_operand, gnu_alignment, immediate_hint
+from rmm_mp.guest.asmoperands import IMM_RANGE, NAME, REG as _REG, address_operand, gnu_alignment, immediate_hint
 from rmm_mp.guest.asmoperands import quoted as _quoted
 from rmm_mp.guest.asmstrings import string_bytes
 from rmm_mp.guest.expr import shown as _shown
@@ -174,7 +174,7 @@ class _Assembler:
     # -- pass 1 ------------------------------------------------------------------------------
 
     def _equ(self, line: _Line) -> None:
-        if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0], re.ASCII):
+        if len(line.args) != 2 or not NAME.fullmatch(line.args[0]):
             got = f", got {_quoted(', '.join(line.args))}" if line.args else ", got no operand"
             raise AssemblerError(line.number, f"expected '.equ NAME, value' (a NAME starts with an ASCII letter or _ "
                                               f"and goes on with ASCII letters, digits or _){got}")
@@ -511,7 +511,7 @@ class _Assembler:
         if not text.startswith("#"):
             raise AssemblerError(line.number, f"expected an immediate such as #42, got {_quoted(text)}")
         value = self._value(line, text[1:])
-        if not -(1 << 31) <= value < (1 << 31):
+        if value not in IMM_RANGE:
             # 'mov xd, =value' is the way out for mov only: an operand or an offset of another
             # instruction cannot be written so (the value goes into a register first).
             alternative = ", or 'mov xd, =value' for any 64-bit value" if line.op == "mov" else ""
@@ -543,7 +543,7 @@ class _Assembler:
             raise AssemblerError(line.number, f"expected a label (or an expression giving the target's address) "
                                               f"after {after}, got {_quoted(text)}{hint}") from None
         offset = target - pc
-        if not -(1 << 31) <= offset < (1 << 31):
+        if offset not in IMM_RANGE:
             away = f"{offset:#x} bytes" if offset.bit_length() <= 64 else "far more than 2 GiB"
             raise AssemblerError(line.number, f"branch target {_quoted(text)} is {away} away; expected an offset "
                                               f"in -0x80000000..0x7ffffff8 (a signed 32-bit immediate: 2 GiB back, "
