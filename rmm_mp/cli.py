@@ -92,19 +92,9 @@ def clean(dry_run: bool) -> None:
         segment.check_shm_dir(create=False)
     except MachineError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    found: list[segment.MachineSegments] = []
-    failed: list[tuple[segment.MachineSegments, str]] = []
-    if dry_run:
-        # Said as the real clean would say it, status included: an orphan it could not remove
-        # (a directory with a segment's name) read "would remove", exit status 0.
-        for machine in orphans.orphaned_machines():     # judged as the real clean judges them
-            problems = orphans.unlink_problems(machine)
-            if problems:
-                failed.append((machine, "; ".join(problems)))
-            else:
-                found.append(machine)
-    else:
-        found, failed = orphans.remove_orphans()
+    # A dry run is said as the real clean would say it, status included: an orphan it could not
+    # remove (a directory with a segment's name) read "would remove", exit status 0.
+    found, failed = orphans.remove_orphans(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for machine in found:
         count = len(machine.paths)

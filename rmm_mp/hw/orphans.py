@@ -65,15 +65,17 @@ def orphaned_machines() -> Iterator[MachineSegments]:
             yield machine
 
 
-def remove_orphans() -> tuple[list[MachineSegments], list[tuple[MachineSegments, str]]]:
+def remove_orphans(dry_run: bool = False) -> tuple[list[MachineSegments], list[tuple[MachineSegments, str]]]:
     """Unlink every orphaned machine; returns what was removed, and each orphan of which an
     entry could not be unlinked with why (another user's segment in the sticky /dev/shm, a
     directory that only looks like a segment). Such an orphan is left as it is: the caller
-    reports it (`rmm-mp clean`) or goes on (Machine.create), never raises."""
+    reports it (`rmm-mp clean`) or goes on (Machine.create), never raises. With ``dry_run``
+    (`rmm-mp clean --dry-run`) nothing is unlinked: what would be, and what would fail and why
+    (unlink_problems), are returned alike."""
     removed: list[MachineSegments] = []
     failed: list[tuple[MachineSegments, str]] = []
     for machine in orphaned_machines():
-        problems = unlink_machine(machine)
+        problems = unlink_problems(machine) if dry_run else unlink_machine(machine)
         if problems:
             failed.append((machine, "; ".join(problems)))
         else:
